@@ -1,0 +1,46 @@
+"""NbMoTa-type BCC alloy engine: lattice state, barrier models, vacancy kMC, swap MC, SRO.
+
+Units: eV, Å, K, seconds (k_B = 8.617333e-5 eV/K).
+"""
+from __future__ import annotations
+
+from matscale.systems.alloy.kmc import BOLTZMANN_EV_PER_K, KMCEventLog, VacancyKMC
+from matscale.systems.alloy.lattice import (
+    NEIGHBOR_OFFSETS,
+    BCCLattice,
+    lattice_from_atoms,
+    random_solid_solution,
+)
+from matscale.systems.alloy.nnk import NNKBarrierModel
+from matscale.systems.alloy.sro import (
+    DeltaObserver,
+    WarrenCowleyObserver,
+    pair_counts,
+    pair_labels,
+    sro_delta,
+    sro_delta_patch_shares,
+    warren_cowley,
+    warren_cowley_patch_shares,
+)
+from matscale.systems.alloy.swap import SwapMCDataContainer, SwapMCEnsemble
+
+__all__ = [
+    "BOLTZMANN_EV_PER_K",
+    "BCCLattice",
+    "DeltaObserver",
+    "KMCEventLog",
+    "NEIGHBOR_OFFSETS",
+    "NNKBarrierModel",
+    "SwapMCDataContainer",
+    "SwapMCEnsemble",
+    "VacancyKMC",
+    "WarrenCowleyObserver",
+    "lattice_from_atoms",
+    "pair_counts",
+    "pair_labels",
+    "random_solid_solution",
+    "sro_delta",
+    "sro_delta_patch_shares",
+    "warren_cowley",
+    "warren_cowley_patch_shares",
+]

@@ -1,0 +1,276 @@
+"""Partial evolution: training pairs for the large system from patch-sized simulations.
+
+For every large snapshot x_t (side L) one patch I of side p is drawn uniformly from the
+K = (L/p)**2 non-overlapping patches, and only that patch is evolved for δt with the exterior
+frozen (``boundary="frozen"``: the exterior is the true boundary condition; ``"periodic"``
+evolves the patch as an isolated periodic box, as the paper code did for Ising).
+
+Budget: a fixed ``duration`` δt (default ``DEFAULT_DURATION`` = 1 system time unit; spin
+systems: one attempt per site) or a fixed number of events ``n_events`` (the paper's p**2,
+"one patch sweep", with a random δt). The fixed-duration increment is exact: started from
+equilibrium its mean is zero. The fixed-event increment is not: a rejection-free chain stopped
+after n events is distributed as π·R/<R> (R = the patch's total flip rate), which biases the
+increment (Ising T=2.5, h=0.1, L=32, p=8, 3000 equilibrium samples: n_events=64 gives
+E[delta] = (−0.035, +0.017) ± (0.003, 0.0015) for (m, ρ_dw); duration=6, the same mean δt, gives
+(−0.003, −0.0004), zero within noise; see tests/test_partial.py). Use ``n_events`` only for comparison with the paper.
+
+Stored per sample i (``d`` = number of observables):
+
+========================  =========================  ==============================================
+``z0``                    float64 [d]                φ(x_t), global observables of the large config
+``delta``                 float64 [d]                K·(φ(x_{t+δt}) − φ(x_t)): the patch-share increment
+``dt``                    float64                    elapsed time δt (system time unit)
+``patch_index``           int64                      I, row-major patch number (see ``systems.base``)
+``z1_naive``              float64 [d]                φ_P(patch after): the observable of the evolved
+                                                     patch alone (periodic wrap), the paper's naive target
+``patch_before/after``    int8 [p, p]                the patch configuration (optional), so a closure
+                                                     encoder can add its own increments E(after)−E(before)
+========================  =========================  ==============================================
+
+For observables that are means of patch shares (φ = (1/K) Σ_J φ_J), ``delta`` equals the sum of
+the K patch-share changes; for a local observable with a frozen exterior only patch I and the
+shares touching its boundary change.
+
+Randomness: sample i uses keys hashed from ``(seed, i)`` (:func:`matscale.io.sample_keys`) for
+both the patch index and the kernel's random stream, so the data are identical after a resume
+and for any ``chunk_size``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from matscale import __version__
+from matscale.io import ChunkedWriter, Field, child_keys, fingerprint, sample_keys, uniform_index
+from matscale.io import progress as _progress_bar
+from matscale.systems.base import n_patches
+from matscale.upsampling import system_metadata
+
+DEFAULT_DURATION = 1.0  # system time units
+
+__all__ = ["DEFAULT_DURATION", "PartialEvolutionData", "partial_evolution", "patch_origins", "extract_patches"]
+
+Observables = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class PartialEvolutionData:
+    """Arrays of a partial-evolution data set (first axis: sample) and their metadata."""
+
+    z0: np.ndarray
+    delta: np.ndarray
+    dt: np.ndarray
+    patch_index: np.ndarray
+    z1_naive: np.ndarray
+    patch_before: np.ndarray | None = None
+    patch_after: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples."""
+        return len(self.dt)
+
+    @property
+    def K(self) -> int:
+        """Number of patches of the large system (the λ of the L_p loss)."""
+        return int(self.attrs["K"])
+
+    @property
+    def z1(self) -> np.ndarray:
+        """Partial-evolution target z0 + delta (the paper's ``z1_train_partial``)."""
+        return self.z0 + self.delta
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """All stored arrays by name (patch arrays only when present)."""
+        out = {"z0": self.z0, "delta": self.delta, "dt": self.dt,
+               "patch_index": self.patch_index, "z1_naive": self.z1_naive}
+        if self.patch_before is not None:
+            out["patch_before"] = self.patch_before
+            out["patch_after"] = self.patch_after
+        return out
+
+
+def patch_origins(patch_index: np.ndarray, L: int, p: int) -> np.ndarray:
+    """Top-left corners ``int64 [B, 2]`` of patches ``patch_index [B]`` (row-major numbering)."""
+    per_side = L // p
+    idx = np.asarray(patch_index, dtype=np.int64)
+    return np.stack(((idx // per_side) * p, (idx % per_side) * p), axis=-1)
+
+
+def extract_patches(states: np.ndarray, origins: np.ndarray, p: int) -> np.ndarray:
+    """Copies of the ``p x p`` blocks of ``states [B, L, L]`` at ``origins [B, 2]`` (wrapping)."""
+    B, L, _ = states.shape
+    offsets = np.arange(p)
+    rows = (origins[:, 0, None] + offsets) % L
+    cols = (origins[:, 1, None] + offsets) % L
+    return states[np.arange(B)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def _default_observables() -> tuple[Observables, tuple[str, ...]]:
+    from matscale.observables import SPIN_OBSERVABLE_NAMES, spin_observables
+
+    return spin_observables, tuple(SPIN_OBSERVABLE_NAMES)
+
+
+def _observable_matrix(observables: Observables, states: np.ndarray) -> np.ndarray:
+    """φ(states) as float64 ``[B, d]``."""
+    values = np.asarray(observables(states), dtype=np.float64)
+    return values.reshape(len(states), -1)
+
+
+def _evolve_chunk(system: Any, snapshots: np.ndarray, start: int, stop: int, *, p: int, K: int,
+                  seed: int, observables: Observables, n_events: int | None,
+                  duration: float | None, boundary: str, store_patches: bool) -> dict[str, np.ndarray]:
+    """Samples ``start:stop``: draw patches, evolve them with the exterior frozen, measure."""
+    states = np.array(snapshots[start:stop], dtype=np.int8, order="C", copy=True)
+    L = states.shape[-1]
+    keys = sample_keys(seed, np.arange(start, stop), "partial-evolution")
+    per_sample = child_keys(keys, 2, "partial-streams")
+    patch_index = uniform_index(per_sample[:, 0], K)
+    origins = patch_origins(patch_index, L, p)
+    before = extract_patches(states, origins, p)
+    z0 = _observable_matrix(observables, states)
+    elapsed = system.evolve_windows(states, origins[:, None, :], (p, p), n_events=n_events,
+                                    duration=duration, boundary=boundary, seeds=per_sample[:, 1])
+    after = extract_patches(states, origins, p)
+    z1 = _observable_matrix(observables, states)
+    chunk = {"z0": z0, "delta": K * (z1 - z0),
+             "dt": np.asarray(elapsed, dtype=np.float64).reshape(len(states)),
+             "patch_index": patch_index, "z1_naive": _observable_matrix(observables, after)}
+    if store_patches:
+        chunk["patch_before"] = before
+        chunk["patch_after"] = after
+    return chunk
+
+
+def _validate(system: Any, snapshots: np.ndarray, p: int, n_events: int | None,
+              duration: float | None, boundary: str, chunk_size: int) -> tuple[int, int]:
+    """Checks the inputs; returns (L, K)."""
+    if snapshots.ndim != 3 or snapshots.shape[1] != snapshots.shape[2] or len(snapshots) == 0:
+        raise ValueError(f"snapshots must have shape [N>0, L, L], got {snapshots.shape}")
+    L = snapshots.shape[-1]
+    if getattr(system, "L", L) != L:
+        raise ValueError(f"snapshots have side {L} but system.L={system.L}")
+    K = n_patches(L, int(p))
+    if n_events is not None and duration is not None:
+        raise ValueError("give either n_events or duration, not both")
+    if n_events is not None and int(n_events) < 1:
+        raise ValueError(f"n_events must be >= 1, got {n_events}")
+    if duration is not None and not float(duration) > 0:
+        raise ValueError(f"duration must be > 0, got {duration}")
+    if boundary not in ("frozen", "periodic"):
+        raise ValueError(f"boundary must be 'frozen' or 'periodic', got {boundary!r}")
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return L, K
+
+
+def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: int | None = None,
+                      duration: float | None = None, boundary: str = "frozen", seed: int = 0,
+                      observables: Observables | None = None,
+                      observable_names: Sequence[str] | None = None, store_patches: bool = True,
+                      out: str | os.PathLike | None = None, group: str = "partial",
+                      chunk_size: int = 2000, overwrite: bool = False,
+                      max_chunks: int | None = None, progress: bool = True) -> PartialEvolutionData:
+    """Evolve one uniformly drawn patch of every snapshot and record the increments.
+
+    Parameters
+    ----------
+    system:
+        Microscopic system of side L offering ``evolve_windows`` (e.g. ``Ising2D``).
+    snapshots:
+        Large configurations ``int8 [N, L, L]`` (not modified).
+    p:
+        Patch side; must divide L. K = (L/p)**2.
+    n_events, duration:
+        Evolution budget of the patch: time (default ``DEFAULT_DURATION``) or a number of
+        events (p**2 = the paper's "one patch sweep"; biased, see the module docstring).
+    boundary:
+        ``"frozen"`` (default) or ``"periodic"``.
+    seed:
+        Base seed of the per-sample streams.
+    observables, observable_names:
+        ``states [..., L, L] -> [..., d]`` (default: ``matscale.observables.spin_observables``,
+        names ``("m", "rho_dw")``). Also applied to the bare patch for ``z1_naive``.
+    store_patches:
+        Keep the patch before and after evolution (int8 [N, p, p] each).
+    out, group:
+        HDF5 file and group for chunked, resumable output. A rerun skips finished chunks; a
+        group made with a different configuration is refused unless ``overwrite=True``.
+    chunk_size:
+        Samples per chunk (does not change the numbers).
+    max_chunks:
+        With ``out``: compute at most this many pending chunks, then return what is complete
+        (time-sliced jobs; call again to continue).
+    progress:
+        Show a tqdm bar over chunks.
+    """
+    snapshots = np.asarray(snapshots)
+    if snapshots.dtype != np.int8:
+        raise TypeError(f"snapshots must be int8, got {snapshots.dtype}")
+    L, K = _validate(system, snapshots, p, n_events, duration, boundary, chunk_size)
+    p, n = int(p), len(snapshots)
+    if n_events is None and duration is None:
+        duration = DEFAULT_DURATION
+    if observables is None:
+        observables, default_names = _default_observables()
+        observable_names = tuple(observable_names or default_names)
+    d = _observable_matrix(observables, snapshots[:1]).shape[1]
+    names = tuple(observable_names or (f"phi{i}" for i in range(d)))
+    if len(names) != d:
+        raise ValueError(f"observable_names has {len(names)} entries for {d} observables")
+    if max_chunks is not None and (out is None or int(max_chunks) < 0):
+        raise ValueError("max_chunks needs out=<path> and must be >= 0")
+
+    time_unit = getattr(system, "time_unit", "system time unit")
+    attrs = {"system": system_metadata(system), "p": p, "L": L, "K": K, "n_events": n_events,
+             "duration": duration, "boundary": boundary, "seed": int(seed),
+             "observable_names": list(names), "matscale_version": __version__,
+             "units": {"z0": "observable units", "delta": "observable units (K x global increment)",
+                       "z1_naive": "observable units", "dt": time_unit,
+                       "patch_index": "row-major patch number", "patch_before": "site value",
+                       "patch_after": "site value"}}
+    config = {"stage": "partial_evolution",
+              "observables": f"{getattr(observables, '__module__', '?')}.{getattr(observables, '__qualname__', repr(observables))}",
+              "snapshots": {"shape": snapshots.shape, "fingerprint": fingerprint(snapshots)},
+              "store_patches": bool(store_patches),
+              **{k: attrs[k] for k in ("system", "p", "n_events", "duration", "boundary", "seed",
+                                       "observable_names")}}
+    fields = {"z0": Field((d,), np.float64, "observable units"),
+              "delta": Field((d,), np.float64, "observable units"),
+              "dt": Field((), np.float64, time_unit),
+              "patch_index": Field((), np.int64, "patch number"),
+              "z1_naive": Field((d,), np.float64, "observable units")}
+    if store_patches:
+        fields["patch_before"] = Field((p, p), np.int8, "site value")
+        fields["patch_after"] = Field((p, p), np.int8, "site value")
+
+    def compute(start: int, stop: int) -> dict[str, np.ndarray]:
+        return _evolve_chunk(system, snapshots, start, stop, p=p, K=K, seed=int(seed),
+                             observables=observables, n_events=n_events, duration=duration,
+                             boundary=boundary, store_patches=store_patches)
+
+    if out is None:
+        arrays = {name: np.empty((n, *f.shape), dtype=f.dtype) for name, f in fields.items()}
+        starts = range(0, n, int(chunk_size))
+        for start in _progress_bar(starts, total=len(starts), desc="partial evolution", enabled=progress):
+            stop = min(start + int(chunk_size), n)
+            for name, values in compute(start, stop).items():
+                arrays[name][start:stop] = values
+        return PartialEvolutionData(**arrays, attrs=attrs)
+
+    with ChunkedWriter(out, group, n, int(chunk_size), fields, config, attrs=attrs,
+                       overwrite=overwrite) as writer:
+        pending = list(writer.pending_chunks())
+        if max_chunks is not None:
+            pending = pending[: int(max_chunks)]
+        for start, stop in _progress_bar(pending, total=len(pending), desc="partial evolution",
+                                         enabled=progress):
+            writer.write_chunk(start, stop, **compute(start, stop))
+        arrays = writer.read()
+        stored_attrs = {**attrs, "n_complete": writer.n_complete}
+    return PartialEvolutionData(**arrays, attrs=stored_attrs)

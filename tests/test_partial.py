@@ -1,0 +1,189 @@
+"""Partial evolution: exterior frozen, increments = patch-share changes, resumable, seeded."""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from matscale.observables import patch_shares, spin_observables
+from matscale.partial import extract_patches, partial_evolution, patch_origins
+from matscale.systems import CurieWeiss, Ising2D
+
+T, H = 2.5, 0.1
+
+
+class RecordingIsing(Ising2D):
+    """The real Ising2D kernel; keeps a copy of the whole states after every batched call."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.after: list[np.ndarray] = []
+
+    def evolve_windows(self, states, *args, **kwargs):
+        elapsed = super().evolve_windows(states, *args, **kwargs)
+        self.after.append(states.copy())
+        return elapsed
+
+
+class InterruptedIsing(Ising2D):
+    """The real Ising2D kernel, made to fail on its ``fail_at``-th batched call (a crash)."""
+
+    def __init__(self, *args, fail_at: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls, self.fail_at = 0, fail_at
+
+    def evolve_windows(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt("simulated interruption")
+        return super().evolve_windows(*args, **kwargs)
+
+
+def _snapshots(system, n: int, seed: int, t_equil: float = 0.0, m0: float | None = None) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    states = np.stack([system.random_state(rng, magnetization=m0) for _ in range(n)])
+    if t_equil > 0:
+        system.evolve_batch(states, duration=t_equil, seeds=rng.integers(0, 2**63, n).astype(np.uint64))
+    return states
+
+
+@pytest.fixture(scope="module")
+def ising_case():
+    system = RecordingIsing(32, T, H)
+    snaps = _snapshots(system, 40, seed=1, t_equil=2.0)
+    system.after.clear()
+    data = partial_evolution(system, snaps, 8, seed=7, chunk_size=16, progress=False)
+    after = np.concatenate(system.after)
+    return system, snaps, data, after
+
+
+def test_only_patch_I_changes_and_patches_are_recorded(ising_case):
+    system, snaps, data, after = ising_case
+    origins = patch_origins(data.patch_index, 32, 8)
+    inside = np.zeros(snaps.shape, dtype=bool)
+    for b, (r, c) in enumerate(origins):
+        inside[b, r:r + 8, c:c + 8] = True
+    assert np.array_equal(after[~inside], snaps[~inside])
+    assert (after[inside] != snaps[inside]).any()  # the patch did evolve
+    assert np.array_equal(data.patch_before, extract_patches(snaps, origins, 8))
+    assert np.array_equal(data.patch_after, extract_patches(after, origins, 8))
+
+
+def test_delta_is_K_times_global_increment_and_sum_of_share_changes(ising_case):
+    system, snaps, data, after = ising_case
+    K = data.K
+    assert K == 16
+    np.testing.assert_allclose(data.z0, spin_observables(snaps), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(data.delta, K * (spin_observables(after) - spin_observables(snaps)),
+                               rtol=0, atol=1e-12)
+    for j, name in enumerate(("m", "rho_dw")):
+        share_change = patch_shares(after, 8, name) - patch_shares(snaps, 8, name)
+        np.testing.assert_allclose(data.delta[:, j], share_change.sum(-1), rtol=0, atol=1e-12)
+    # m is site-additive: only patch I's share moves, and delta equals its change
+    rows = np.arange(len(snaps))
+    share_m = patch_shares(after, 8, "m") - patch_shares(snaps, 8, "m")
+    np.testing.assert_allclose(data.delta[:, 0], share_m[rows, data.patch_index], atol=1e-12)
+    # naive target: the observables of the evolved patch on its own (periodic patch)
+    np.testing.assert_allclose(data.z1_naive, spin_observables(data.patch_after), atol=1e-15)
+    np.testing.assert_allclose(data.dt, 1.0)  # default budget: a fixed duration of 1 time unit
+
+
+def test_same_seed_same_data_any_chunking_and_patch_index_uniform():
+    system = Ising2D(32, T, H)
+    snaps = _snapshots(system, 60, seed=2)
+    a = partial_evolution(system, snaps, 8, n_events=64, seed=3, chunk_size=60, progress=False)
+    b = partial_evolution(system, snaps, 8, n_events=64, seed=3, chunk_size=7, progress=False)
+    c = partial_evolution(system, snaps, 8, n_events=64, seed=4, chunk_size=60, progress=False)
+    for name, values in a.arrays().items():
+        assert np.array_equal(values, b.arrays()[name]), name
+    assert not np.array_equal(a.patch_after, c.patch_after)
+    assert (a.dt > 0).all() and np.ptp(a.dt) > 0  # fixed events: random elapsed time
+    # Patch index: chi-square over K = 16 cells of 4000 draws (15 dof): mean 15, sd sqrt(30);
+    # the 1e-4 upper quantile is 44.3, so a correct uniform draw fails with probability 1e-4.
+    keys_system = CurieWeiss(16, 1.1, 0.1)
+    cw_snaps = _snapshots(keys_system, 4000, seed=5)
+    draws = partial_evolution(keys_system, cw_snaps, 4, n_events=1, seed=11, progress=False,
+                              store_patches=False)
+    counts = np.bincount(draws.patch_index, minlength=16)
+    chi2 = ((counts - 250.0) ** 2 / 250.0).sum()
+    assert chi2 < 44.3
+    assert draws.patch_before is None
+
+
+def test_curie_weiss_exterior_frozen_and_periodic_boundary():
+    system = CurieWeiss(16, 1.1, 0.1)
+    snaps = _snapshots(system, 30, seed=6)
+    data = partial_evolution(system, snaps, 8, n_events=64, seed=1, progress=False)
+    np.testing.assert_allclose(data.delta[:, 0],
+                               (data.patch_after.astype(int) - data.patch_before).sum((1, 2)) / 64,
+                               atol=1e-12)
+    per = partial_evolution(Ising2D(16, T, H), snaps, 8, duration=0.5, boundary="periodic",
+                            seed=1, progress=False)
+    assert per.attrs["boundary"] == "periodic"
+    np.testing.assert_allclose(per.delta[:, 0], (per.patch_after.astype(int) - per.patch_before).sum((1, 2)) / 64,
+                               atol=1e-12)
+
+
+def test_resume_after_interruption_is_bit_identical(tmp_path):
+    snaps = _snapshots(Ising2D(32, T, H), 50, seed=8)
+    reference = partial_evolution(Ising2D(32, T, H), snaps, 16, seed=5, chunk_size=10, progress=False)
+    # (a) a crash in the third chunk: two chunks are on disk, the rerun computes the rest
+    path = tmp_path / "partial.h5"
+    with pytest.raises(KeyboardInterrupt):
+        partial_evolution(InterruptedIsing(32, T, H, fail_at=3), snaps, 16, seed=5, chunk_size=10,
+                          out=path, progress=False)
+    with h5py.File(path, "r") as f:
+        assert f["partial"].attrs["n_complete"] == 20
+    resumed_system = InterruptedIsing(32, T, H, fail_at=-1)
+    resumed = partial_evolution(resumed_system, snaps, 16, seed=5, chunk_size=10, out=path,
+                                progress=False)
+    assert resumed_system.calls == 3  # only the three missing chunks were computed
+    for name, values in reference.arrays().items():
+        assert np.array_equal(values, resumed.arrays()[name]), name
+    # (b) a time-sliced run with a different chunk size gives the same numbers
+    path_b = tmp_path / "sliced.h5"
+    part = partial_evolution(Ising2D(32, T, H), snaps, 16, seed=5, chunk_size=8, out=path_b,
+                             max_chunks=3, progress=False)
+    assert part.n_samples == 24
+    full = partial_evolution(Ising2D(32, T, H), snaps, 16, seed=5, chunk_size=8, out=path_b,
+                             progress=False)
+    for name, values in reference.arrays().items():
+        assert np.array_equal(values, full.arrays()[name]), name
+    assert full.attrs["K"] == 4 and full.attrs["units"]["dt"]
+    # (c) a finished output with another configuration is refused in one line
+    with pytest.raises(ValueError, match="differing keys: seed") as err:
+        partial_evolution(Ising2D(32, T, H), snaps, 16, seed=6, chunk_size=8, out=path_b,
+                          progress=False)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_input_is_rejected():
+    system = Ising2D(16, T, H)
+    snaps = _snapshots(system, 3, seed=0)
+    with pytest.raises(ValueError, match="divisor"):
+        partial_evolution(system, snaps, 5, progress=False)
+    with pytest.raises(ValueError, match="either n_events or duration"):
+        partial_evolution(system, snaps, 8, n_events=3, duration=1.0, progress=False)
+    with pytest.raises(TypeError, match="int8"):
+        partial_evolution(system, snaps.astype(float), 8, progress=False)
+    with pytest.raises(ValueError, match="system.L"):
+        partial_evolution(Ising2D(32, T, H), snaps, 8, progress=False)
+
+
+def test_stationary_increment_has_zero_mean_for_fixed_duration_only():
+    """From equilibrium, E[delta] = 0 for a fixed duration (exact); a fixed event count is biased.
+
+    Every sample has its own independently equilibrated snapshot (started at m0 = 0.7, near the
+    equilibrium m = 0.72, then 40 time units ≈ several relaxation times), so the n = 3000
+    increments are i.i.d.; tolerance = 4 standard errors std/sqrt(n) (false alarm 6e-5).
+    """
+    system = Ising2D(32, T, H)
+    snaps = _snapshots(system, 3000, seed=9, t_equil=40.0, m0=0.7)
+    exact = partial_evolution(system, snaps, 8, duration=1.0, seed=1, progress=False,
+                              store_patches=False)
+    biased = partial_evolution(system, snaps, 8, n_events=64, seed=1, progress=False,
+                               store_patches=False)
+    for data, should_pass in ((exact, True), (biased, False)):
+        mean = data.delta.mean(0)
+        sem = data.delta.std(0, ddof=1) / np.sqrt(data.n_samples)
+        assert (np.abs(mean) < 4 * sem).all() == should_pass, (mean, sem)
