@@ -130,3 +130,15 @@ def structure_factor(states) -> tuple[np.ndarray, np.ndarray]:
     flat_power = power.reshape(*power.shape[:-2], n)[..., order]
     s_sum = np.add.reduceat(flat_power, starts, axis=-1)
     return (k_mean[keep] / members[keep]), (s_sum / members[keep])
+
+
+# --- Alloy chemical short-range order (BCC lattices) -------------------------------------------
+# Defined next to the alloy engine, re-exported here so that every observable of the package is
+# reachable from one module. All of them are additive over patches (see their docstrings).
+from matscale.systems.alloy.sro import (  # noqa: E402
+    pair_labels,
+    sro_delta,
+    sro_delta_patch_shares,
+    warren_cowley,
+    warren_cowley_patch_shares,
+)

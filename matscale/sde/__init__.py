@@ -1,0 +1,23 @@
+"""SDE identification: fit dz = mu(z, p) dt + sigma(z, p) dW to scattered pairs and roll it out.
+
+Public API::
+
+    from matscale.sde import fit_sde, FittedSDE, load_sde
+    sde = fit_sde(z0, z1, dt, loss="em", diffusion="cholesky")
+    sde.drift(z), sde.diffusion(z), sde.covariance(z)
+    paths = sde.sample(z0[0], n_steps=100, dt=0.01, n_paths=64, seed=1)
+    sde.save("run/sde"); sde2 = load_sde("run/sde")
+"""
+from __future__ import annotations
+
+from .fitted import FittedSDE, load_sde
+from .integrators import METHODS, euler_maruyama, integrate, milstein
+from .losses import LOSSES, em_nll, milstein_nll
+from .models import DIFFUSION_KINDS, SDEModel
+from .trainer import TrainingDivergedError, fit_sde
+
+__all__ = [
+    "fit_sde", "FittedSDE", "load_sde", "TrainingDivergedError", "SDEModel",
+    "LOSSES", "DIFFUSION_KINDS", "METHODS", "em_nll", "milstein_nll",
+    "integrate", "euler_maruyama", "milstein",
+]

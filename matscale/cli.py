@@ -1,0 +1,121 @@
+"""Command line: ``matscale run CONFIG --out DIR``, ``matscale run --quick --out DIR``,
+``matscale validate CONFIG``.
+
+Errors (bad configuration, missing files, invalid arguments) print one line to stderr and exit
+with status 2, never a traceback (set ``MATSCALE_DEBUG=1`` to see the traceback instead).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from matscale import __version__
+from matscale.config import ConfigError, load_config, quick_config
+from matscale.pipeline import SPIN_STAGES
+
+EXIT_USAGE = 2
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        _fail(f"{self.prog}: {message}")
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"matscale: error: {message}\n")
+    raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog="matscale",
+        description="Learn macroscopic SDEs of large systems from small simulations "
+                    "(small sim -> upsample -> partial evolution -> closure -> SDE -> evaluation).",
+    )
+    parser.add_argument("--version", action="version", version=f"matscale {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
+    run = sub.add_parser("run", help="run (or resume) a workflow into an output folder",
+                         description="Run all stages of CONFIG into --out; finished stages are skipped.")
+    run.add_argument("config", nargs="?", help="TOML configuration (omit with --quick)")
+    run.add_argument("--out", required=True, help="output folder (created; reruns resume)")
+    run.add_argument("--quick", action="store_true",
+                     help="use the embedded small default (matscale/data/quick.toml) when no CONFIG")
+    run.add_argument("--force-stage", action="append", default=[], metavar="STAGE",
+                     choices=list(SPIN_STAGES) + ["fit_pairs"],
+                     help="recompute STAGE (and everything after it) even if its output exists; repeatable")
+    run.add_argument("--stop-after", metavar="STAGE", choices=list(SPIN_STAGES),
+                     help="stop once STAGE is finished")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    val = sub.add_parser("validate", help="check a configuration file and print a summary")
+    val.add_argument("config", help="TOML configuration")
+    return parser
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if cfg.workflow == "fit":
+        print(f"OK: workflow=fit, pairs={cfg.fit.pairs}, loss={cfg.fit.loss}, lam={cfg.fit.lam}")
+    else:
+        s = cfg.system
+        ks = ", ".join(f"p={p} (K={cfg.n_patches(p)})" for p in cfg.patch_sides)
+        print(f"OK: {s.kind} L={s.L} T={s.T} h={s.h}; {ks}; closure dim={cfg.closure.dim}; "
+              f"train.method={cfg.train.method}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from matscale.pipeline import run_pipeline
+
+    if args.config is None:
+        if not args.quick:
+            _fail("run: give CONFIG, or --quick for the embedded default")
+        cfg = quick_config()
+    else:
+        cfg = load_config(args.config)
+    summary = run_pipeline(cfg, args.out, force_stages=args.force_stage,
+                           stop_after=args.stop_after, progress=not args.quiet)
+    if not args.quiet:
+        if args.stop_after:
+            print(f"stopped after stage '{args.stop_after}'; outputs in {args.out}")
+        elif cfg.workflow == "fit":
+            print(f"fitted SDE written to {args.out}/fit_pairs/sde")
+        else:
+            print(f"done: {args.out}/metrics.json, {args.out}/report.md")
+            for key, res in summary.get("results", {}).items():
+                for method in ("ours", "naive"):
+                    if method in res:
+                        r = res[method]
+                        print(f"  {key} {method}: test error {r['test_error_paper']:.3g} "
+                              f"({r['test_error_paper_paths']} paths), {r['test_error_all']:.3g} "
+                              f"({r['n_paths_pred']} paths)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``matscale`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "validate":
+            return _cmd_validate(args)
+        return _cmd_run(args)
+    except (ConfigError, ValueError, TypeError, FileNotFoundError, FloatingPointError, OSError) as exc:
+        if os.environ.get("MATSCALE_DEBUG"):
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        sys.stderr.write(f"matscale: error: {msg}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("matscale: interrupted; rerun the same command to resume\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

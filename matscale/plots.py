@@ -1,0 +1,91 @@
+"""Pictures of an evaluation: mean ± std of the physical observables vs time (predicted vs
+direct) and the paper's test error vs the small-system size n_s. Files are PNG (Agg backend);
+times on the axes are Glauber time, observables dimensionless."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+_METHOD_STYLE = {"ours": ("C3", "-"), "naive": ("C2", ":")}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_mean_std_curves(curves: Mapping[str, np.ndarray], magnetizations: Sequence[float],
+                         path: str | Path, *, title: str = "") -> Path:
+    """One panel per physical observable; per initial magnetization the direct mean ± std (band,
+    black) and each method's predicted mean ± std (coloured lines).
+
+    ``curves``: ``times`` [n_t], ``names`` [d], ``true_mean``/``true_std`` [C, n_t, d] and
+    ``{method}_mean``/``{method}_std`` for each method.
+    """
+    plt = _pyplot()
+    names = [str(n) for n in np.asarray(curves["names"]).tolist()]
+    t = np.asarray(curves["times"])
+    methods = [k[:-5] for k in curves if k.endswith("_mean") and k != "true_mean"]
+    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.0), squeeze=False)
+    for k, (ax, name) in enumerate(zip(axes[0], names)):
+        for c, m0 in enumerate(magnetizations):
+            mu, sd = curves["true_mean"][c, :, k], curves["true_std"][c, :, k]
+            ax.fill_between(t, mu - sd, mu + sd, color="0.6", alpha=0.25, lw=0,
+                            label="direct ± std" if c == 0 else None)
+            ax.plot(t, mu, color="k", lw=1.0, label="direct mean" if c == 0 else None)
+            for method in methods:
+                color, ls = _METHOD_STYLE.get(method, ("C0", "--"))
+                pm, ps = curves[f"{method}_mean"][c, :, k], curves[f"{method}_std"][c, :, k]
+                ax.plot(t, pm, color=color, ls=ls, lw=1.2, label=f"{method} mean" if c == 0 else None)
+                ax.plot(t, pm + ps, color=color, ls=ls, lw=0.6, alpha=0.7,
+                        label=f"{method} ± std" if c == 0 else None)
+                ax.plot(t, pm - ps, color=color, ls=ls, lw=0.6, alpha=0.7)
+        ax.set_xlabel("time (Glauber units)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_test_error_vs_ns(results: Mapping[str, Mapping[str, Any]], methods: Sequence[str],
+                          path: str | Path) -> Path:
+    """The paper's test error (paper-size path count and all paths) vs n_s (log-log).
+
+    ``results``: {"p{p}": metrics of that p} as written by the evaluate stage.
+    """
+    plt = _pyplot()
+    rows = sorted(results.values(), key=lambda r: r["n_s"])
+    ns = [r["n_s"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5.2, 4.0))
+    for method in methods:
+        color, ls = _METHOD_STYLE.get(method, ("C0", "--"))
+        ax.plot(ns, [r[method]["test_error_all"] for r in rows], color=color, ls=ls, marker="o",
+                label=f"{method} ({rows[0][method]['n_paths_pred']} paths)")
+        ax.plot(ns, [r[method]["test_error_paper"] for r in rows], color=color, ls=ls, marker="x",
+                alpha=0.6, label=f"{method} ({rows[0][method]['test_error_paper_paths']} paths)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("n_s (sites of the small system)")
+    ax.set_ylabel("test error")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["plot_mean_std_curves", "plot_test_error_vs_ns"]

@@ -1,0 +1,234 @@
+"""Neural drift and diffusion for dz = mu(z, p) dt + sigma(z, p) dW.
+
+All networks work in *standardised* coordinates: u = (z - z_loc) / z_scale, scaled time
+s = t / time_scale and standardised conditioning inputs. The affine maps are buffers computed
+from the training pairs, so a saved state_dict carries them and users pass raw physical z.
+
+In these coordinates the model is
+    du = mu_u(u, p) ds + sigma_u(u, p) dW_s,
+    mu_u    = prior_u + L [u, p] + c + drift_scale * net_mu(u, p)   (per unit scaled time;
+              L, c learned, started at the weighted least-squares linear drift of the data)
+    sigma_u = diag(diff_scale) @ shape(net_sigma(u, p))     (per sqrt unit scaled time)
+and in physical units
+    mu(z)    = z_scale * mu_u / time_scale
+    sigma(z) = diag(z_scale) @ sigma_u / sqrt(time_scale).
+
+Diffusion parameterisations (``DIFFUSION_KINDS``):
+    "diagonal"           sigma = diag(softplus(.) + floor), state dependent
+    "cholesky"           sigma lower triangular, positive diagonal (softplus + floor)
+    "spd"                sigma_u = D^1/2 expm(A / 2) D^1/2, A symmetric, D = diag(diff_scale):
+                         an SPD square root in the standardised frame, Sigma = sigma sigma^T
+    "constant"           one learned d x d matrix (may be singular: Langevin-type noise)
+    "constant_diagonal"  one learned positive vector
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+DIFFUSION_KINDS = ("diagonal", "cholesky", "spd", "constant", "constant_diagonal")
+ACTIVATIONS = ("silu", "relu", "tanh", "softplus", "gelu")
+
+# softplus(_SOFTPLUS_ONE) == 1: networks start near sigma_u = diag(diff_scale)
+_SOFTPLUS_ONE = math.log(math.e - 1.0)
+
+
+def diffusion_output_size(kind: str, dim: int) -> int:
+    """Number of raw network outputs the diffusion parameterisation ``kind`` needs."""
+    if kind == "diagonal":
+        return dim
+    if kind in ("cholesky", "spd"):
+        return dim * (dim + 1) // 2
+    if kind in ("constant", "constant_diagonal"):
+        return 0
+    raise ValueError(f"diffusion: unknown kind {kind!r}; allowed: {', '.join(DIFFUSION_KINDS)}")
+
+
+def _activation(name: str):
+    table = {"silu": F.silu, "relu": F.relu, "tanh": torch.tanh, "softplus": F.softplus, "gelu": F.gelu}
+    if name not in table:
+        raise ValueError(f"activation: unknown {name!r}; allowed: {', '.join(ACTIVATIONS)}")
+    return table[name]
+
+
+class TwinMLP(nn.Module):
+    """Two independent MLPs with equal hidden widths, evaluated together.
+
+    The hidden layers of both networks are stacked into [2, n_in, n_out] weights and run with
+    one batched matmul per layer (half the kernel launches of two separate networks, the same
+    model). The output layers differ in size and are two plain affine maps.
+    ``forward(x) -> (out_a [B, n_out_a], out_b [B, n_out_b])``.
+    """
+
+    def __init__(self, n_in: int, hidden: Sequence[int], n_out_a: int, n_out_b: int, activation: str):
+        super().__init__()
+        self.act = _activation(activation)
+        self.activation = activation
+        widths = [n_in, *hidden]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            self.weights.append(nn.Parameter(torch.stack([_init_weight(w_in, w_out) for _ in range(2)])))
+            self.biases.append(nn.Parameter(torch.stack([_init_bias(w_in, w_out) for _ in range(2)]).unsqueeze(1)))
+        self.out_a = nn.Linear(widths[-1], n_out_a)
+        self.out_b = nn.Linear(widths[-1], n_out_b)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = x.unsqueeze(0).expand(2, *x.shape)
+        for w, b in zip(self.weights, self.biases):
+            h = self.act(torch.baddbmm(b, h, w))
+        return self.out_a(h[0]), self.out_b(h[1])
+
+
+class MLP(nn.Module):
+    """Plain MLP n_in -> hidden... -> n_out (used when the diffusion is constant)."""
+
+    def __init__(self, n_in: int, hidden: Sequence[int], n_out: int, activation: str):
+        super().__init__()
+        self.act = _activation(activation)
+        widths = [n_in, *hidden]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.out = nn.Linear(widths[-1], n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = self.act(layer(x))
+        return self.out(x)
+
+
+def _init_weight(n_in: int, n_out: int) -> torch.Tensor:
+    """Kaiming-uniform [n_in, n_out] weight, the nn.Linear default, stored transposed."""
+    bound = 1.0 / math.sqrt(n_in)
+    return torch.empty(n_in, n_out).uniform_(-bound, bound)
+
+
+def _init_bias(n_in: int, n_out: int) -> torch.Tensor:
+    bound = 1.0 / math.sqrt(n_in)
+    return torch.empty(n_out).uniform_(-bound, bound)
+
+
+class SDEModel(nn.Module):
+    """Drift and diffusion networks plus the standardisation buffers.
+
+    Parameters
+    ----------
+    dim: state dimension d.
+    n_params: number of conditioning inputs q (0 for none).
+    diffusion: one of ``DIFFUSION_KINDS``.
+    hidden: hidden widths of each network.
+    activation: hidden activation name.
+    floor: lower bound of diagonal sigma entries, relative to ``diff_scale`` (dimensionless).
+    """
+
+    def __init__(self, dim: int, n_params: int = 0, *, diffusion: str = "cholesky",
+                 hidden: Sequence[int] = (64, 64, 64), activation: str = "silu", floor: float = 1e-4):
+        super().__init__()
+        n_sigma = diffusion_output_size(diffusion, dim)
+        self.dim, self.n_params, self.kind, self.floor = dim, n_params, diffusion, float(floor)
+        self.register_buffer("z_loc", torch.zeros(dim))
+        self.register_buffer("z_scale", torch.ones(dim))
+        self.register_buffer("p_loc", torch.zeros(n_params))
+        self.register_buffer("p_scale", torch.ones(n_params))
+        self.register_buffer("time_scale", torch.ones(()))
+        self.register_buffer("drift_scale", torch.ones(dim))
+        self.register_buffer("diff_scale", torch.ones(dim))
+        n_in = dim + n_params
+        # linear part of the drift (standardised frame), started at the weighted least-squares fit
+        self.drift_linear = nn.Parameter(torch.zeros(n_in, dim))
+        self.drift_offset = nn.Parameter(torch.zeros(dim))
+        if n_sigma > 0:
+            self.net = TwinMLP(n_in, hidden, dim, n_sigma, activation)
+            self.drift_net = None
+        else:
+            self.net = None
+            self.drift_net = MLP(n_in, hidden, dim, activation)
+        if diffusion == "constant":
+            self.sigma_const = nn.Parameter(torch.eye(dim))
+        elif diffusion == "constant_diagonal":
+            self.sigma_const = nn.Parameter(torch.zeros(dim))  # log of sigma_u / diff_scale
+        else:
+            self.sigma_const = None
+        rows, cols = torch.tril_indices(dim, dim)
+        self.register_buffer("tril_rows", rows, persistent=False)
+        self.register_buffer("tril_cols", cols, persistent=False)
+        self._start_diffusion_near_identity()
+
+    @property
+    def diagonal(self) -> bool:
+        """True when sigma is diagonal (then ``standardized`` returns its diagonal [B, d])."""
+        return self.kind in ("diagonal", "constant_diagonal")
+
+    def _start_diffusion_near_identity(self) -> None:
+        if self.net is None:
+            return
+        with torch.no_grad():
+            self.net.out_b.weight.mul_(0.1)
+            self.net.out_b.bias.zero_()
+            if self.kind == "diagonal":
+                self.net.out_b.bias.fill_(_SOFTPLUS_ONE)
+            elif self.kind == "cholesky":
+                diag_positions = (self.tril_rows == self.tril_cols).nonzero().squeeze(1)
+                self.net.out_b.bias[diag_positions] = _SOFTPLUS_ONE
+
+    # ---------------------------------------------------------------- standardised frame
+    def inputs(self, u: torch.Tensor, p_std: torch.Tensor | None) -> torch.Tensor:
+        return u if p_std is None or self.n_params == 0 else torch.cat([u, p_std], dim=-1)
+
+    def standardized(self, u: torch.Tensor, p_std: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network drift (without prior) and sigma in standardised units.
+
+        Returns ``(mu_net_u [B, d], sigma_u)`` with sigma_u of shape [B, d] (its diagonal) when
+        ``self.diagonal`` else [B, d, d].
+        """
+        x = self.inputs(u, p_std)
+        if self.net is not None:
+            raw_mu, raw_sigma = self.net(x)
+        else:
+            raw_mu, raw_sigma = self.drift_net(x), None
+        mu = raw_mu * self.drift_scale + x @ self.drift_linear + self.drift_offset
+        return mu, self._sigma_from_raw(raw_sigma, u.shape[0])
+
+    def _sigma_from_raw(self, raw: torch.Tensor | None, batch: int) -> torch.Tensor:
+        d, scale = self.dim, self.diff_scale
+        if self.kind == "diagonal":
+            return (F.softplus(raw) + self.floor) * scale
+        if self.kind == "constant_diagonal":
+            return (torch.exp(self.sigma_const) * scale).expand(batch, d)
+        if self.kind == "constant":
+            return (scale[:, None] * self.sigma_const).expand(batch, d, d)
+        full = raw.new_zeros(batch, d, d)
+        full[:, self.tril_rows, self.tril_cols] = raw
+        if self.kind == "cholesky":
+            diag = torch.diagonal(full, dim1=-2, dim2=-1)
+            lower = torch.tril(full, diagonal=-1)
+            return scale[:, None] * (lower + torch.diag_embed(F.softplus(diag) + self.floor))
+        # "spd": sigma = expm(A/2), A symmetric, in units of diff_scale on both sides
+        sym = full + torch.tril(full, diagonal=-1).transpose(-1, -2)
+        root = torch.linalg.matrix_exp(0.5 * sym)
+        half = scale.sqrt()
+        return half[:, None] * root * half[None, :]
+
+    # ---------------------------------------------------------------- physical frame
+    def standardize_state(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.z_loc) / self.z_scale
+
+    def standardize_params(self, p: torch.Tensor | None) -> torch.Tensor | None:
+        return None if p is None or self.n_params == 0 else (p - self.p_loc) / self.p_scale
+
+    def physical_drift_net(self, z: torch.Tensor, p: torch.Tensor | None) -> torch.Tensor:
+        """Network part of the drift in physical units [z]/[t] (the prior is added by the caller)."""
+        mu_u, _ = self.standardized(self.standardize_state(z), self.standardize_params(p))
+        return mu_u * self.z_scale / self.time_scale
+
+    def physical(self, z: torch.Tensor, p: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(network drift [B, d] in [z]/[t], full sigma [B, d, d] in [z]/sqrt([t]))."""
+        mu_u, sig_u = self.standardized(self.standardize_state(z), self.standardize_params(p))
+        mu = mu_u * self.z_scale / self.time_scale
+        if self.diagonal:
+            sig_u = torch.diag_embed(sig_u)
+        sigma = self.z_scale[:, None] * sig_u / self.time_scale.sqrt()
+        return mu, sigma

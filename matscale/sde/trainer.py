@@ -1,0 +1,488 @@
+"""``fit_sde``: identify dz = mu(z, p) dt + sigma(z, p) dW from scattered pairs (z0, z1, dt).
+
+Training runs in the standardised frame of ``models.py``. The data live in one tensor on the
+device and each epoch indexes it with a seeded permutation (no DataLoader, no per-sample Python
+work). AdamW, ReduceLROnPlateau or cosine schedule, early stopping on a held-out fraction of the
+training pairs, checkpoints with resume, and a clear stop on a NaN/inf loss.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .fitted import DriftPrior, FittedSDE, _atomic_torch_save, build_model, make_generator, resolve_device
+from .losses import LOSSES, em_nll, milstein_nll
+from .models import ACTIVATIONS, DIFFUSION_KINDS, SDEModel
+
+SCHEDULES = ("plateau", "cosine", "none")
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A NaN/inf training or validation loss. ``.result`` holds the FittedSDE with the best
+    weights seen before the failure; the checkpoint on disk (if any) is the last good one."""
+
+    def __init__(self, message: str, result: FittedSDE | None):
+        super().__init__(message)
+        self.result = result
+
+
+# ====================================================================== input validation
+def _as_2d(name: str, x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name}: must be a numeric array, got {type(x).__name__}") from exc
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected shape [N, d], got {list(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: contains NaN or inf")
+    return arr
+
+
+def _validate_inputs(z0, z1, dt, params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    z0a, z1a = _as_2d("z0", z0), _as_2d("z1", z1)
+    if z0a.shape != z1a.shape:
+        raise ValueError(f"z1: shape {list(z1a.shape)} does not match z0 shape {list(z0a.shape)}")
+    n = z0a.shape[0]
+    if n < 2:
+        raise ValueError(f"z0: need at least 2 pairs, got {n}")
+    dta = np.asarray(dt.detach().cpu().numpy() if isinstance(dt, torch.Tensor) else dt, dtype=np.float64)
+    if dta.ndim == 0:
+        dta = np.full(n, float(dta))
+    dta = dta.reshape(-1) if dta.ndim == 2 and dta.shape[1] == 1 else dta
+    if dta.shape != (n,):
+        raise ValueError(f"dt: expected a scalar or shape [{n}], got {list(dta.shape)}")
+    if not np.isfinite(dta).all():
+        raise ValueError("dt: contains NaN or inf")
+    if (dta <= 0).any():
+        raise ValueError(f"dt: every step must be > 0, got min {dta.min():.3g}")
+    pa = None
+    if params is not None:
+        pa = _as_2d("params", params)
+        if pa.shape[0] != n:
+            raise ValueError(f"params: expected {n} rows (one per pair), got {pa.shape[0]}")
+    return z0a, z1a, dta, pa
+
+
+def _validate_options(loss: str, lam: float, diffusion: str, hidden, activation: str, epochs: int,
+                      batch_size: int, lr: float, validation_fraction: float, schedule: str) -> None:
+    if loss not in LOSSES:
+        raise ValueError(f"loss: unknown {loss!r}; allowed: {', '.join(LOSSES)}")
+    if diffusion not in DIFFUSION_KINDS:
+        raise ValueError(f"diffusion: unknown {diffusion!r}; allowed: {', '.join(DIFFUSION_KINDS)}")
+    if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
+        raise ValueError(f"lam: must be a finite number > 0, got {lam!r}")
+    if loss != "partial" and lam != 1.0:
+        raise ValueError(f"lam: only loss='partial' uses lam; got lam={lam} with loss={loss!r}")
+    if loss == "milstein" and diffusion not in ("diagonal", "constant_diagonal"):
+        raise ValueError(f"diffusion: loss='milstein' needs 'diagonal' or 'constant_diagonal', got {diffusion!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: unknown {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+    if len(hidden) == 0 or any(int(h) < 1 for h in hidden):
+        raise ValueError(f"hidden: need at least one positive layer width, got {tuple(hidden)}")
+    if int(epochs) < 1:
+        raise ValueError(f"epochs: must be >= 1, got {epochs}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    if not lr > 0:
+        raise ValueError(f"lr: must be > 0, got {lr}")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction: must be in [0, 1), got {validation_fraction}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule: unknown {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+
+
+# ====================================================================== standardisation
+@dataclass
+class _Scales:
+    z_loc: np.ndarray
+    z_scale: np.ndarray
+    p_loc: np.ndarray
+    p_scale: np.ndarray
+    time_scale: float
+
+
+def _robust_std(x: np.ndarray) -> np.ndarray:
+    std = x.std(axis=0)
+    return np.where(std > 0, std, np.maximum(np.abs(x.mean(axis=0)), 1.0))
+
+
+def _input_scales(z0: np.ndarray, dt: np.ndarray, params: np.ndarray | None) -> _Scales:
+    q = 0 if params is None else params.shape[1]
+    p_loc = np.zeros(q) if params is None else params.mean(axis=0)
+    p_scale = np.ones(q) if params is None else _robust_std(params)
+    return _Scales(z0.mean(axis=0), _robust_std(z0), p_loc, p_scale, float(np.median(dt)))
+
+
+def _output_scales(u0: np.ndarray, du: np.ndarray, s: np.ndarray, p_std: np.ndarray | None,
+                   lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Typical drift [u per scaled time] and sigma [u per sqrt scaled time] per component.
+
+    A weighted least-squares linear drift du ~ s (A u + b) (weights 1/s, the EM noise variance
+    scaling) gives the drift scale (RMS of the linear drift) and, from its residuals, the noise
+    scale sqrt(mean(res^2 / s) / lam). Floors keep both positive for (near-)deterministic parts.
+    Also returns the linear drift (matrix [d + q, d] acting on [u, p_std], offset [d]) the model
+    starts from.
+    """
+    feats = np.hstack([u0] + ([] if p_std is None else [p_std]) + [np.ones((u0.shape[0], 1))])
+    root = np.sqrt(s)[:, None]
+    coef, *_ = np.linalg.lstsq(feats * root, du / root, rcond=None)
+    lin_drift = feats @ coef
+    res = du - lin_drift * s[:, None]
+    diff_scale = np.sqrt(np.mean(res**2 / s[:, None], axis=0) / lam)
+    diff_scale = np.maximum(diff_scale, 1e-3 * diff_scale.max() + 1e-12)
+    drift_scale = np.sqrt(np.mean(lin_drift**2, axis=0))
+    drift_scale = np.maximum(drift_scale, 1e-2 * max(drift_scale.max(), diff_scale.max()))
+    return drift_scale, diff_scale, coef[:-1], coef[-1]
+
+
+def _set_buffers(model: SDEModel, sc: _Scales, drift_scale: np.ndarray, diff_scale: np.ndarray,
+                 linear: np.ndarray, offset: np.ndarray) -> None:
+    with torch.no_grad():
+        model.drift_linear.copy_(torch.as_tensor(linear, dtype=model.drift_linear.dtype))
+        model.drift_offset.copy_(torch.as_tensor(offset, dtype=model.drift_offset.dtype))
+        for name, value in (("z_loc", sc.z_loc), ("z_scale", sc.z_scale), ("p_loc", sc.p_loc),
+                            ("p_scale", sc.p_scale), ("time_scale", sc.time_scale),
+                            ("drift_scale", drift_scale), ("diff_scale", diff_scale)):
+            buf = getattr(model, name)
+            buf.copy_(torch.as_tensor(value, dtype=buf.dtype).reshape(buf.shape))
+        if model.kind == "constant_diagonal":
+            model.sigma_const.zero_()
+
+
+# ====================================================================== the loss on a batch
+class _BatchLoss:
+    """Mean NLL (standardised frame) of a batch row block [u0 | du_residual | s | p_std]."""
+
+    def __init__(self, model: SDEModel, loss: str, lam: float, jitter: float):
+        self.model, self.loss, self.lam = model, loss, float(lam)
+        self.d, self.q = model.dim, model.n_params
+        self.structure = "diagonal" if model.diagonal else "triangular" if model.kind == "cholesky" else "general"
+        self.jitter_rel = float(jitter)
+
+    def per_sample(self, batch: torch.Tensor, *, create_graph: bool = True) -> torch.Tensor:
+        d, q, m = self.d, self.q, self.model
+        u0, du, s = batch[:, :d], batch[:, d:2 * d], batch[:, 2 * d]
+        p_std = batch[:, 2 * d + 1:2 * d + 1 + q] if q else None
+        if self.loss == "milstein":
+            return self._milstein(u0, du, s, p_std, create_graph)
+        mu, sigma = m.standardized(u0, p_std)
+        jitter = self.jitter_rel * m.diff_scale.square() if self.structure == "general" else None
+        return em_nll(du, s, mu, sigma, structure=self.structure, lam=self.lam, jitter=jitter)
+
+    def _milstein(self, u0, du, s, p_std, create_graph: bool) -> torch.Tensor:
+        m = self.model
+        if m.kind == "constant_diagonal":
+            mu, sigma = m.standardized(u0, p_std)
+            return milstein_nll(du, s, mu, sigma, torch.zeros_like(sigma))
+        with torch.enable_grad():
+            u = u0.detach().requires_grad_(True)
+            mu, sigma = m.standardized(u, p_std)
+            grads = []
+            for i in range(self.d):
+                (g,) = torch.autograd.grad(sigma[:, i].sum(), u, create_graph=create_graph, retain_graph=True)
+                grads.append(g[:, i])
+            dsigma = torch.stack(grads, dim=1)
+            return milstein_nll(du, s, mu, sigma, dsigma)
+
+    def mean_over(self, data: torch.Tensor, chunk: int = 65536) -> float:
+        """Mean NLL over ``data`` without parameter gradients."""
+        total = 0.0
+        for start in range(0, data.shape[0], chunk):
+            block = data[start:start + chunk]
+            if self.loss == "milstein":
+                value = self.per_sample(block, create_graph=False).detach()
+            else:
+                with torch.no_grad():
+                    value = self.per_sample(block)
+            total += float(value.sum())
+        return total / max(data.shape[0], 1)
+
+
+# ====================================================================== checkpoints
+def _fingerprint(z0: np.ndarray, z1: np.ndarray, dt: np.ndarray, params: np.ndarray | None) -> str:
+    h = hashlib.sha1()
+    for arr in (z0, z1, dt) + (() if params is None else (params,)):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_torch_save(state, path)
+
+
+# ====================================================================== public entry point
+def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", lam: float = 1.0,
+            diffusion: str = "cholesky", drift_prior: DriftPrior | None = None,
+            hidden: Sequence[int] = (64, 64, 64), activation: str = "silu", epochs: int = 200,
+            batch_size: int = 2000, lr: float = 2e-3, weight_decay: float = 0.0,
+            schedule: str = "plateau", patience: int = 20, seed: int = 0,
+            device: str | torch.device | None = None, validation_fraction: float = 0.1,
+            checkpoint_dir: str | Path | None = None, checkpoint_every: int = 10,
+            progress: bool = True, jitter: float = 1e-6, floor: float = 1e-4,
+            dtype: str = "float32", grad_clip: float | None = None,
+            callback: Callable[[int, SDEModel, dict[str, list]], None] | None = None,
+            num_threads: int | None = None) -> FittedSDE:
+    """Fit dz = mu(z, p) dt + sigma(z, p) dW to pairs z0 -> z1 after steps dt.
+
+    Parameters
+    ----------
+    z0, z1: [N, d] states before / after the step, physical units [z] (any scale; standardised
+        internally from the training pairs).
+    dt: [N] per-pair step, or a scalar, in time units [t] (> 0).
+    params: optional [N, q] conditioning inputs (e.g. temperature).
+    loss: "em" (Euler-Maruyama Gaussian NLL), "milstein" (diagonal diffusion only) or "partial"
+        (patch increments: covariance lam * dt * Sigma, lam = K the number of patches).
+    lam: > 0; only "partial" uses it (lam = 1 is plain "em").
+    diffusion: "diagonal", "cholesky", "spd", "constant" or "constant_diagonal".
+    drift_prior: known part of the drift, ``prior(z [B, d] tensor, params [B, q] tensor or None)
+        -> [B, d]`` in [z]/[t]; the network learns the residual.
+    hidden, activation: widths and activation of the drift and diffusion MLPs.
+    epochs, batch_size, lr, weight_decay: AdamW training settings.
+    schedule: "plateau" (ReduceLROnPlateau on the validation NLL, factor 0.5), "cosine" or "none".
+    patience: early stopping after this many epochs without a validation improvement.
+    seed: seeds the split, the initial weights and the batch order (same seed -> same result).
+    device: None/"cpu" or "cuda".
+    validation_fraction: share of the pairs held out for early stopping and the schedule.
+    checkpoint_dir: if given, a checkpoint is written every ``checkpoint_every`` epochs and at the
+        end; a rerun with the same directory and data resumes from it.
+    progress: show a tqdm progress bar.
+    jitter: variance added to Sigma (relative to the data's noise scale) for the non-triangular
+        "spd"/"constant" forms, which may be singular.
+    floor: lower bound of positive sigma diagonals, relative to the data's noise scale.
+    dtype: "float32" (fast) or "float64".
+    grad_clip: optional max gradient norm.
+    callback: optional ``callback(epoch, model, history)`` called after each finished epoch (after
+        its checkpoint), e.g. for custom logging or monitoring.
+    num_threads: torch CPU threads during the fit (restored afterwards); None keeps the current
+        setting. On a shared, oversubscribed machine 1 thread can be far faster than 2.
+
+    Returns a FittedSDE (best validation weights) with ``history`` and ``config``.
+    Raises TrainingDivergedError (a FloatingPointError) on a NaN/inf loss.
+    """
+    z0a, z1a, dta, pa = _validate_inputs(z0, z1, dt, params)
+    _validate_options(loss, lam, diffusion, hidden, activation, epochs, batch_size, lr,
+                      validation_fraction, schedule)
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype: must be 'float32' or 'float64', got {dtype!r}")
+    if int(checkpoint_every) < 1:
+        raise ValueError(f"checkpoint_every: must be >= 1, got {checkpoint_every}")
+    if drift_prior is not None and not callable(drift_prior):
+        raise TypeError(f"drift_prior: must be callable(z, params) -> [N, d], got {type(drift_prior).__name__}")
+    dev = resolve_device(device)
+    tdtype = getattr(torch, dtype)
+    n, d = z0a.shape
+    q = 0 if pa is None else pa.shape[1]
+
+    # ---- split (seeded) and scales from the training part only
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    n_val = int(round(validation_fraction * n))
+    if validation_fraction > 0:
+        n_val = min(max(n_val, 1), n - 1)
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    scales = _input_scales(z0a[train_idx], dta[train_idx], None if pa is None else pa[train_idx])
+
+    prior = np.zeros_like(z0a)
+    if drift_prior is not None:
+        prior = _evaluate_prior(drift_prior, z0a, pa)
+    u0 = (z0a - scales.z_loc) / scales.z_scale
+    s = dta / scales.time_scale
+    du = (z1a - z0a - prior * dta[:, None]) / scales.z_scale
+    p_std = None if pa is None else (pa - scales.p_loc) / scales.p_scale
+    drift_scale, diff_scale, linear, offset = _output_scales(u0[train_idx], du[train_idx], s[train_idx],
+                                             None if p_std is None else p_std[train_idx],
+                                             lam if loss == "partial" else 1.0)
+    table = np.hstack([u0, du, s[:, None]] + ([] if p_std is None else [p_std]))
+    train_data = torch.as_tensor(table[train_idx], dtype=tdtype, device=dev)
+    val_data = torch.as_tensor(table[val_idx], dtype=tdtype, device=dev)
+
+    config: dict[str, Any] = {
+        "dim": d, "n_params": q, "diffusion": diffusion, "hidden": [int(h) for h in hidden],
+        "activation": activation, "floor": float(floor), "loss": loss, "lam": float(lam),
+        "jitter": float(jitter), "dtype": dtype,
+        "drift_prior": None if drift_prior is None else getattr(drift_prior, "__name__", type(drift_prior).__name__),
+        "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr), "weight_decay": float(weight_decay),
+        "schedule": schedule, "patience": int(patience), "seed": int(seed),
+        "validation_fraction": float(validation_fraction), "n_pairs": int(n), "n_train": int(len(train_idx)),
+        "n_val": int(n_val), "data_fingerprint": _fingerprint(z0a, z1a, dta, pa),
+        "units": "drift [z]/[t], diffusion [z]/sqrt([t]), history NLL in nats per pair of physical z",
+        "matscale_version": __version__,
+    }
+
+    if num_threads is not None and int(num_threads) < 1:
+        raise ValueError(f"num_threads: must be >= 1 or None, got {num_threads}")
+    old_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    try:
+        torch.manual_seed(seed)  # initial weights; the batch order has its own generator below
+        model = build_model(config).to(dtype=tdtype)
+        _set_buffers(model, scales, drift_scale, diff_scale, linear, offset)
+        model.to(dev)
+        return _train(model, config, train_data, val_data, drift_prior=drift_prior, loss=loss, lam=lam,
+                      epochs=int(epochs), batch_size=int(batch_size), lr=lr, weight_decay=weight_decay,
+                      schedule=schedule, patience=int(patience), seed=seed, device=dev,
+                      checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
+                      checkpoint_every=int(checkpoint_every), progress=progress, jitter=jitter, grad_clip=grad_clip,
+                      nll_offset=float(np.log(scales.z_scale).sum()), callback=callback)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _evaluate_prior(drift_prior: DriftPrior, z0: np.ndarray, params: np.ndarray | None) -> np.ndarray:
+    with torch.no_grad():
+        out = drift_prior(torch.as_tensor(z0), None if params is None else torch.as_tensor(params))
+    out = np.asarray(out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else out, dtype=np.float64)
+    if out.shape != z0.shape:
+        raise ValueError(f"drift_prior: returned shape {list(out.shape)}, expected {list(z0.shape)}")
+    if not np.isfinite(out).all():
+        raise ValueError("drift_prior: returned NaN or inf on the training states")
+    return out
+
+
+def _make_optimizer(model: SDEModel, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+    try:
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, foreach=device.type == "cuda")
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, schedule: str, epochs: int, patience: int):
+    if schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(2, patience // 4),
+                                                          min_lr=opt.param_groups[0]["lr"] * 1e-3)
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=opt.param_groups[0]["lr"] * 1e-2)
+    return None
+
+
+def _train(model: SDEModel, config: dict[str, Any], train_data: torch.Tensor, val_data: torch.Tensor, *,
+           drift_prior, loss, lam, epochs, batch_size, lr, weight_decay, schedule, patience, seed, device,
+           checkpoint_dir: Path | None, checkpoint_every: int, progress: bool, jitter: float,
+           grad_clip: float | None, nll_offset: float, callback=None) -> FittedSDE:
+    batch_loss = _BatchLoss(model, loss, lam, jitter)
+    opt = _make_optimizer(model, lr, weight_decay, device)
+    sched = _make_scheduler(opt, schedule, epochs, patience)
+    gen = make_generator(seed + 1, device)
+    history: dict[str, list] = {"train": [], "val": [], "lr": [], "seconds": [], "train_seconds": []}
+    best = {"value": math.inf, "epoch": -1, "state": copy.deepcopy(model.state_dict())}
+    bad_epochs, start_epoch = 0, 0
+    ckpt_path = None if checkpoint_dir is None else checkpoint_dir / CHECKPOINT_FILE
+
+    if ckpt_path is not None and ckpt_path.exists():
+        start_epoch, bad_epochs = _resume(ckpt_path, config, model, opt, sched, gen, history, best)
+
+    def result(stop_reason: str) -> FittedSDE:
+        model.load_state_dict(best["state"])
+        cfg = dict(config, epochs_run=len(history["train"]), best_epoch=best["epoch"], stop_reason=stop_reason)
+        return FittedSDE(model, cfg, history, drift_prior)
+
+    def checkpoint(epoch_done: int) -> None:
+        if ckpt_path is None:
+            return
+        _save_checkpoint(ckpt_path, {
+            "config_json": json.dumps(config), "history_json": json.dumps(history), "epoch": epoch_done,
+            "bad_epochs": bad_epochs, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": None if sched is None else sched.state_dict(), "generator": gen.get_state(),
+            "best_value": best["value"], "best_epoch": best["epoch"], "best_state": best["state"]})
+
+    n_train = train_data.shape[0]
+    stop_reason = "max_epochs"
+    if bad_epochs >= patience:  # the checkpointed run had already stopped early
+        model.eval()
+        return result("early_stopping")
+    bar = tqdm(range(start_epoch, epochs), disable=not progress, desc="fit_sde", unit="epoch",
+               initial=start_epoch, total=epochs)
+    model.train()
+    for epoch in bar:
+        t_start = time.perf_counter()
+        train_value = _run_epoch(model, batch_loss, opt, train_data, n_train, batch_size, gen, grad_clip)
+        train_seconds = time.perf_counter() - t_start
+        val_value = batch_loss.mean_over(val_data) if val_data.shape[0] > 0 else train_value
+        monitor = val_value
+        if not (math.isfinite(train_value) and math.isfinite(val_value)):
+            where = f" (last good checkpoint kept in {ckpt_path})" if ckpt_path is not None else ""
+            raise TrainingDivergedError(
+                f"fit_sde: non-finite loss at epoch {epoch} (train {train_value}, val {val_value}); "
+                f"best weights from epoch {best['epoch']} restored{where}", result("diverged"))
+        history["train"].append(train_value + nll_offset)
+        history["val"].append(val_value + nll_offset)
+        history["lr"].append(opt.param_groups[0]["lr"])
+        history["seconds"].append(time.perf_counter() - t_start)
+        history["train_seconds"].append(train_seconds)
+        if not math.isfinite(best["value"]) or monitor < best["value"] - 1e-6 * abs(best["value"]):
+            best.update(value=monitor, epoch=epoch, state=copy.deepcopy(model.state_dict()))
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            sched.step(monitor)
+        elif sched is not None:
+            sched.step()
+        bar.set_postfix(train=f"{history['train'][-1]:.4f}", val=f"{history['val'][-1]:.4f}")
+        done = epoch + 1
+        if bad_epochs >= patience:
+            stop_reason = "early_stopping"
+            checkpoint(done)
+            break
+        if done % checkpoint_every == 0 or done == epochs:
+            checkpoint(done)
+        if callback is not None:
+            callback(epoch, model, history)
+    bar.close()
+    model.eval()
+    return result(stop_reason)
+
+
+def _run_epoch(model: SDEModel, batch_loss: _BatchLoss, opt: torch.optim.Optimizer, data: torch.Tensor,
+               n_train: int, batch_size: int, gen: torch.Generator, grad_clip: float | None) -> float:
+    perm = torch.randperm(n_train, generator=gen, device=data.device)
+    total = torch.zeros((), dtype=data.dtype, device=data.device)
+    for start in range(0, n_train, batch_size):
+        batch = data[perm[start:start + batch_size]]
+        value = batch_loss.per_sample(batch).mean()
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        total += value.detach() * batch.shape[0]
+    return float(total) / n_train
+
+
+def _resume(path: Path, config: dict[str, Any], model: SDEModel, opt, sched, gen: torch.Generator,
+            history: dict[str, list], best: dict[str, Any]) -> tuple[int, int]:
+    state = torch.load(path, map_location=model.z_loc.device, weights_only=True)
+    saved = json.loads(state["config_json"])
+    for key in ("dim", "n_params", "diffusion", "hidden", "activation", "loss", "lam", "seed", "data_fingerprint",
+                "validation_fraction", "dtype"):
+        if saved.get(key) != config.get(key):
+            raise ValueError(f"checkpoint_dir: {path} holds a run with a different {key} "
+                             f"({saved.get(key)!r} vs {config.get(key)!r}); use another directory")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if sched is not None and state["scheduler"] is not None:
+        sched.load_state_dict(state["scheduler"])
+    gen.set_state(state["generator"].cpu() if gen.device.type == "cpu" else state["generator"])
+    history.update(json.loads(state["history_json"]))
+    best.update(value=state["best_value"], epoch=state["best_epoch"], state=state["best_state"])
+    return int(state["epoch"]), int(state["bad_epochs"])

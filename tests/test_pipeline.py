@@ -1,0 +1,184 @@
+"""End-to-end spin pipeline on tiny configurations: outputs, resume, config checks, load()."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import matscale
+from matscale.config import ConfigError, load_config, loads_config
+from matscale.pipeline import run_pipeline
+
+TINY = """
+name = "tiny"
+[system]
+kind = "{kind}"
+L = 16
+T = {T}
+h = 0.1
+
+[small]
+p = {p}
+n_runs = 20
+n_sweeps = 10
+sweep_time = 2.0
+
+[upsampling]
+n_configs = 300
+n_random = 60
+
+[closure]
+epochs = {closure_epochs}
+batch_size = 64
+max_train = 200
+
+[train]
+method = "{method}"
+epochs = {train_epochs}
+batch_size = 128
+hidden = [16, 16]
+
+[reference]
+magnetizations = [0.0, 0.5]
+n_runs = 20
+duration = 12.0
+grid_dt = 3.0
+
+[evaluate]
+n_paths = 30
+paper_paths = 10
+mmd_bootstrap = 10
+"""
+
+
+def tiny(kind="ising", T=2.5, p="8", method="ours", closure_epochs=1, train_epochs=2):
+    text = TINY.format(kind=kind, T=T, p=p, method=method, closure_epochs=closure_epochs,
+                       train_epochs=train_epochs)
+    if kind == "curie_weiss":
+        text = text.replace("[closure]\nepochs", "[closure]\ndim = 0\nepochs")
+    return loads_config(text)
+
+
+def _log(out: Path) -> list[tuple[str, str]]:
+    return [tuple(line.split()[1:3]) for line in (out / "stages.log").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def ising_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ising")
+    cfg = tiny(method="both")
+    summary = run_pipeline(cfg, out)
+    return cfg, out, summary
+
+
+def test_end_to_end_outputs(ising_run):
+    cfg, out, summary = ising_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    res = metrics["results"]["p8"]
+    assert res["K"] == 4 and res["n_s"] == 64
+    for method in ("ours", "naive"):
+        r = res[method]
+        assert np.isfinite(r["test_error_paper"]) and np.isfinite(r["test_error_all"])
+        assert r["test_error_paper_paths"] == 10 and r["n_paths_pred"] + r["n_paths_diverged"] == 30
+        assert set(r["moments"]) == {"m", "rho_dw"}
+    assert (out / "report.md").read_text().count("| 8² | 4 |") == 2
+    assert (out / "plots" / "mean_std_vs_time_p8.png").is_file()
+    assert (out / "p8" / "fit" / "ours" / "sde").exists()
+    assert load_config(out / "config.toml").to_dict() == cfg.to_dict()
+    for stage in ("small_sim", "upsample", "partial", "closure", "encode", "fit", "evaluate", "plots"):
+        assert (out / "p8" / stage / "stage.json").is_file()
+        assert (out / "p8" / stage / "config.toml").is_file()  # every folder says how it was made
+    assert not list(out.rglob(".*.partial"))  # atomic: no temporaries left behind
+
+
+def test_load_encode_and_sample(ising_run):
+    cfg, out, _ = ising_run
+    model = matscale.load(out)
+    assert model.observable_names == ("m", "rho_dw", "closure_1", "closure_2")
+    rng = np.random.default_rng(0)
+    configs = np.where(rng.uniform(size=(5, 16, 16)) < 0.7, 1, -1).astype(np.int8)
+    z = model.encode(configs)
+    assert z.shape == (5, 4)
+    np.testing.assert_allclose(z[:, 0], configs.mean(axis=(1, 2)))
+    paths = model.sample(z[0], 7, 1.5, n_paths=3, seed=1)
+    assert paths.shape == (3, 8, 4)
+    np.testing.assert_array_equal(paths, model.sample(z[0], 7, 1.5, n_paths=3, seed=1))
+    naive = matscale.load(out / "p8", method="naive")
+    assert naive.method == "naive"
+    with pytest.raises(ValueError, match="method"):
+        matscale.load(out, method="other")
+
+
+def test_rerun_skips_everything_and_changed_config_is_refused(ising_run):
+    cfg, out, summary = ising_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")}
+    again = run_pipeline(cfg, out)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")} == before
+    assert again["results"] == summary["results"]
+    changed = tiny(method="both", closure_epochs=2)
+    with pytest.raises(ConfigError, match="closure") as info:
+        run_pipeline(changed, out)
+    assert "\n" not in str(info.value)
+    # the refused run wrote nothing: the folder still describes the original run
+    assert load_config(out / "config.toml").to_dict() == cfg.to_dict()
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")} == before
+
+
+def test_interrupted_run_resumes_without_recomputing(tmp_path, ising_run):
+    """Stop after 'partial', resume: finished stages are skipped, results equal a straight run."""
+    cfg, straight_out, straight = ising_run
+    out = tmp_path / "resumed"
+    assert run_pipeline(cfg, out, stop_after="partial") == {}
+    assert not (out / "p8" / "closure").exists()
+    first = {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")}
+    resumed = run_pipeline(cfg, out)
+    assert {p: p.stat().st_mtime_ns for p in first} == first  # not rewritten
+    log = _log(out)
+    for stage in ("small_sim", "upsample", "partial"):
+        assert log.count((f"p8/{stage}", "ran")) == 1
+        assert (f"p8/{stage}", "skipped") in log
+    assert resumed["results"] == straight["results"]  # same seeds -> identical metrics
+
+
+def test_force_stage_recomputes_it_and_its_dependents(tmp_path):
+    cfg = tiny(kind="curie_weiss", T=1.1, p="[4, 8]")
+    out = tmp_path / "cw"
+    summary = run_pipeline(cfg, out)
+    assert set(summary["results"]) == {"p4", "p8"}
+    assert (out / "plots" / "test_error_vs_ns.png").is_file()
+    model = matscale.load(out, p=4)
+    assert model.observable_names == ("m",) and model.closure is None
+    with pytest.raises(ValueError, match="p must be given"):
+        matscale.load(out)
+    n_lines = len(_log(out))
+    changed = tiny(kind="curie_weiss", T=1.1, p="[4, 8]", train_epochs=3)
+    with pytest.raises(ConfigError, match="train"):
+        run_pipeline(changed, out)
+    run_pipeline(changed, out, force_stages=["fit"])  # dependents (evaluate, plots) follow
+    log = _log(out)[n_lines:]
+    ran = {label for label, action in log if action == "ran"}
+    assert {"p4/fit", "p4/evaluate", "p4/plots", "p8/fit", "p8/evaluate", "p8/plots"} <= ran
+    assert "p4/partial" not in ran and "reference" not in ran
+
+
+def test_fit_workflow(tmp_path):
+    rng = np.random.default_rng(0)
+    z0 = rng.normal(size=(2000, 1))
+    dt = rng.uniform(0.01, 0.05, 2000)
+    z1 = z0 - z0 * dt[:, None] + 0.5 * np.sqrt(dt)[:, None] * rng.normal(size=(2000, 1))
+    np.savez(tmp_path / "pairs.npz", z0=z0, z1=z1, dt=dt)
+    (tmp_path / "fit.toml").write_text(
+        'workflow = "fit"\n[fit]\npairs = "pairs.npz"\nepochs = 2\nhidden = [8]\n')
+    cfg = load_config(tmp_path / "fit.toml")
+    run_pipeline(cfg, tmp_path / "out")
+    from matscale.sde import load_sde
+
+    sde = load_sde(tmp_path / "out" / "fit_pairs" / "sde")
+    assert sde.sample(np.zeros(1), 3, 0.01, n_paths=2, seed=0).shape == (2, 4, 1)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, z0=z0, dt=dt)
+    (tmp_path / "bad.toml").write_text('workflow = "fit"\n[fit]\npairs = "bad.npz"\n')
+    with pytest.raises(ConfigError, match="z1"):
+        run_pipeline(load_config(tmp_path / "bad.toml"), tmp_path / "out2")
