@@ -31,7 +31,7 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 SYSTEM_KINDS = ("curie_weiss", "ising")
-UPSAMPLE_MODES = ("duplicate", "tile")
+UPSAMPLE_MODES = ("duplicate", "tile", "tile_matched")
 BOUNDARIES = ("frozen", "periodic")
 NORMALIZATIONS = ("minmax", "zscore")
 TRAIN_METHODS = ("ours", "naive", "both")

@@ -769,11 +769,14 @@ class MacroModel:
     ``encode(configs [N, L, L]) -> z [N, d]`` (physical observables first, then the normalised
     closure variables), ``sample(z0, n_steps, dt, n_paths=..., seed=...)`` (Glauber time units;
     see :meth:`matscale.sde.FittedSDE.sample` for shapes), ``observable_names``, ``sde``,
-    ``config``, ``closure`` (None for Curie–Weiss), ``p`` and ``method``.
+    ``config``, ``closure`` (None for Curie–Weiss), ``p``, ``method`` and ``folder`` (the
+    ``p{p}`` run folder it was loaded from).
     """
 
-    def __init__(self, sde: Any, config: RunConfig, closure: Any, p: int, method: str) -> None:
+    def __init__(self, sde: Any, config: RunConfig, closure: Any, p: int, method: str,
+                 folder: Path | None = None) -> None:
         self.sde, self.config, self.closure, self.p, self.method = sde, config, closure, p, method
+        self.folder = folder
         d_closure = closure.arch.d_closure if closure is not None else 0
         self.observable_names: tuple[str, ...] = observable_names(config.system.kind, d_closure)
 
@@ -834,7 +837,7 @@ def load(folder: str | Path, *, p: int | None = None, method: str | None = None)
         from matscale.closure import ClosureModel
 
         closure = ClosureModel.load(pdir / "closure")
-    return MacroModel(load_sde(pdir / "fit" / method / "sde"), cfg, closure, p, method)
+    return MacroModel(load_sde(pdir / "fit" / method / "sde"), cfg, closure, p, method, pdir)
 
 
 __all__ = ["run_pipeline", "load", "MacroModel", "StageRunner", "SPIN_STAGES", "load_pairs",

@@ -81,11 +81,17 @@ class UpsampleOperator:
 
     ``n_sources(factor)`` is how many pool snapshots one output uses; ``apply(sources,
     factor)`` maps ``sources [B, n_sources, *lattice]`` to ``[B, *upsampled lattice]``.
+    ``match_key`` (optional) maps pool snapshots ``[M, *lattice]`` to one scalar each (e.g. the
+    magnetization): the first source is then drawn uniformly and the others among the
+    ``match_fraction`` of the pool closest to it in that key, so that an output is a homogeneous
+    state at the anchor's order parameter instead of an average over the whole pool.
     """
 
     name: str
     n_sources: Callable[[int], int]
     apply: Callable[[np.ndarray, int], np.ndarray]
+    match_key: Callable[[np.ndarray], np.ndarray] | None = None
+    match_fraction: float = 0.01
 
 
 def _duplicate(sources: np.ndarray, factor: int) -> np.ndarray:
@@ -104,10 +110,39 @@ def _tile(sources: np.ndarray, factor: int) -> np.ndarray:
     return np.ascontiguousarray(grid).reshape(B, factor * L, factor * W)
 
 
+def _mean_spin(snapshots: np.ndarray) -> np.ndarray:
+    """Mean of each snapshot [M, ...] (the magnetization of spin configurations)."""
+    return snapshots.reshape(len(snapshots), -1).mean(axis=1, dtype=np.float64)
+
+
 _OPERATORS: dict[str, UpsampleOperator] = {
     "duplicate": UpsampleOperator("duplicate", lambda f: 1, _duplicate),
     "tile": UpsampleOperator("tile", lambda f: f * f, _tile),
+    # Tiles share the anchor's magnetization (within the closest 1 % of the pool): covers
+    # off-equilibrium homogeneous states (e.g. relaxation from m < 0 against h > 0), which plain
+    # tiling of a mostly equilibrated pool almost never produces.
+    "tile_matched": UpsampleOperator("tile_matched", lambda f: f * f, _tile, _mean_spin),
 }
+
+
+def draw_sources(op: UpsampleOperator, keys: np.ndarray, pool: np.ndarray,
+                 order: np.ndarray | None = None) -> np.ndarray:
+    """Pool indices ``[B, n_sources]`` for one output per row of ``keys [B, n_sources]``.
+
+    Without ``op.match_key`` every source is uniform on the pool. With it, ``order`` (the pool
+    sorted by the key; computed when None) places the anchor uniformly and the other sources
+    uniformly among the ``op.match_fraction`` of the pool nearest to the anchor in key rank.
+    """
+    picks = uniform_index(keys, len(pool))
+    if op.match_key is None or picks.shape[1] == 1:
+        return picks
+    if order is None:
+        order = np.argsort(op.match_key(pool), kind="stable")
+    half = max(1, int(op.match_fraction * len(pool)) // 2)
+    anchor_rank = picks[:, :1]
+    offset = picks[:, 1:] % (2 * half + 1) - half
+    ranks = np.clip(anchor_rank + offset, 0, len(pool) - 1)
+    return order[np.concatenate([anchor_rank, ranks], axis=1)]
 
 
 def register_upsample_operator(operator: UpsampleOperator, *, replace: bool = False) -> None:
@@ -160,8 +195,8 @@ def upsample(configs: np.ndarray, factor: int = 2, mode: str | UpsampleOperator 
         raise ValueError(f"n_out must be >= 1, got {n_out}")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator for mode={op.name!r} drawing, got {type(rng).__name__}")
-    picks = rng.integers(0, len(configs), size=(n_out, n_src))
-    return op.apply(configs[picks], factor)
+    keys = rng.integers(0, 2**63, size=(n_out, n_src), dtype=np.uint64) << np.uint64(1)
+    return op.apply(configs[draw_sources(op, keys, configs)], factor)
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,11 +347,12 @@ def _levels(p: int, target_L: int, factor: int) -> list[int]:
 
 
 def _upsample_level(system: Any, pool: np.ndarray, start: int, stop: int, level: int, *,
-                    op: UpsampleOperator, factor: int, seed: int, relax: Mapping[str, Any]) -> np.ndarray:
+                    op: UpsampleOperator, factor: int, seed: int, relax: Mapping[str, Any],
+                    order: np.ndarray | None = None) -> np.ndarray:
     """Outputs ``start:stop`` of one level: draw sources, upsample, LocalRelax."""
     index = np.arange(start, stop)
     draw_keys = child_keys(sample_keys(seed, index, "upsample-pool", level), op.n_sources(factor))
-    picks = uniform_index(draw_keys, len(pool))  # [B, n_sources]
+    picks = draw_sources(op, draw_keys, pool, order)  # [B, n_sources]
     configs = np.ascontiguousarray(op.apply(pool[picks], factor), dtype=np.int8)
     relax_keys = sample_keys(seed, index, "upsample-relax", level)
     local_relax(system, configs, seeds=relax_keys, **relax)
@@ -371,8 +407,9 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
     for level, L in enumerate(sides, start=1):
         system = system_of_side(system_large, L)
         _relax_geometry(L, window, stride)
-        compute = lambda a, b, s=system, pl=pool, lv=level: _upsample_level(
-            s, pl, a, b, lv, op=op, factor=factor, seed=int(seed), relax=relax)
+        order = None if op.match_key is None else np.argsort(op.match_key(pool), kind="stable")
+        compute = lambda a, b, s=system, pl=pool, lv=level, o=order: _upsample_level(
+            s, pl, a, b, lv, op=op, factor=factor, seed=int(seed), relax=relax, order=o)
         pool = _run_level(compute, int(n_configs), L, int(chunk_size), out=out,
                           group=f"{group}/level_{level}", config={**config, "level": level, "L": L},
                           overwrite=overwrite, show=progress, desc=f"upsample {L // factor}->{L}")

@@ -135,3 +135,18 @@ def test_upsampled_ising_matches_direct_means_and_diagnostics_run(tmp_path):
     assert sf["max_rel_diff"] < 0.5  # duplicate mode without enough relaxation gives > 1
     out = plot_upsampling_diagnostics(diag, tmp_path / "diag.png")
     assert (tmp_path / "diag.png").stat().st_size > 10_000 and out.endswith("diag.png")
+
+
+def test_tile_matched_tiles_share_the_anchor_magnetization():
+    """tile_matched: the factor**2 tiles of an output come from the closest 1 % of the pool in m,
+    so their magnetizations agree to ~1 % of the pool's m range; plain tiling mixes the pool."""
+    rng = np.random.default_rng(0)
+    pool = np.where(rng.random((4000, 8, 8)) < rng.random((4000, 1, 1)), 1, -1).astype(np.int8)
+    def tile_spread(mode):
+        out = upsample(pool, 2, mode, np.random.default_rng(1), n_out=400)
+        tile_m = out.reshape(400, 2, 8, 2, 8).mean(axis=(2, 4)).reshape(400, 4)
+        return tile_m.std(axis=1).mean()
+    assert tile_spread("tile_matched") < 0.02 < 0.3 < tile_spread("tile")
+    first = upsample(pool, 2, "tile_matched", np.random.default_rng(5), n_out=50)
+    again = upsample(pool, 2, "tile_matched", np.random.default_rng(5), n_out=50)
+    np.testing.assert_array_equal(first, again)
