@@ -308,7 +308,7 @@ def _partial(cfg: RunConfig, p: int, up_dir: Path, folder: Path, progress: bool)
     from matscale.partial import partial_evolution
 
     pa = cfg.partial
-    configs = _load_configs(up_dir)
+    configs = np.repeat(_load_configs(up_dir), pa.pairs_per_config, axis=0)  # pair i <- config i // R
     result = partial_evolution(
         make_system(cfg, cfg.system.L), configs, p, n_events=pa.n_events or None,
         duration=None if pa.n_events else pa.duration,
@@ -367,7 +367,8 @@ def _encode(cfg: RunConfig, p: int, up_dir: Path, partial_dir: Path, closure_dir
         before = model.encode_patches(pairs["patch_before"])
         after = model.encode_patches(pairs["patch_after"])
         after_naive = model.encode_patches(pairs.get("patch_after_naive", pairs["patch_after"]))
-        z0 = np.concatenate([z0, model.encode(_load_configs(up_dir))], axis=1)
+        z0_closure = np.repeat(model.encode(_load_configs(up_dir)), cfg.partial.pairs_per_config, axis=0)
+        z0 = np.concatenate([z0, z0_closure], axis=1)
         delta = np.concatenate([delta, after - before], axis=1)
         z1_naive = np.concatenate([z1_naive, after_naive], axis=1)
     names = observable_names(cfg.system.kind, d_closure)

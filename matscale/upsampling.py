@@ -82,9 +82,13 @@ class UpsampleOperator:
     ``n_sources(factor)`` is how many pool snapshots one output uses; ``apply(sources,
     factor)`` maps ``sources [B, n_sources, *lattice]`` to ``[B, *upsampled lattice]``.
     ``match_key`` (optional) maps pool snapshots ``[M, *lattice]`` to one scalar each (e.g. the
-    magnetization): the first source is then drawn uniformly and the others among the
-    ``match_fraction`` of the pool closest to it in that key, so that an output is a homogeneous
-    state at the anchor's order parameter instead of an average over the whole pool.
+    magnetization): the other sources are then drawn among the ``match_fraction`` of the pool
+    closest to the first one (the anchor) in that key, so that an output is a homogeneous state at
+    the anchor's order parameter instead of an average over the whole pool. The anchor is drawn
+    uniformly from the pool with probability 1 − ``balance``, and otherwise at a key drawn
+    uniformly over the pool's key range: small-system pools are dominated by equilibrated
+    snapshots, and this spreads the training states over the whole range of the order parameter
+    (off-equilibrium transients included) while keeping half of them at the pool's own weights.
     """
 
     name: str
@@ -92,6 +96,7 @@ class UpsampleOperator:
     apply: Callable[[np.ndarray, int], np.ndarray]
     match_key: Callable[[np.ndarray], np.ndarray] | None = None
     match_fraction: float = 0.01
+    balance: float = 0.5
 
 
 def _duplicate(sources: np.ndarray, factor: int) -> np.ndarray:
@@ -139,7 +144,14 @@ def draw_sources(op: UpsampleOperator, keys: np.ndarray, pool: np.ndarray,
     if order is None:
         order = np.argsort(op.match_key(pool), kind="stable")
     half = max(1, int(op.match_fraction * len(pool)) // 2)
-    anchor_rank = picks[:, :1]
+    anchor_rank = picks[:, :1].copy()
+    u = uniform_index(child_keys(keys[:, 0], 2, "balance"), 2**30) / 2.0**30  # [B, 2] in [0, 1)
+    balanced = u[:, :1] < op.balance
+    if balanced.any():
+        sorted_key = op.match_key(pool[order])
+        target = sorted_key[0] + u[:, 1:] * (sorted_key[-1] - sorted_key[0])
+        balanced_rank = np.minimum(np.searchsorted(sorted_key, target), len(pool) - 1)
+        anchor_rank[balanced] = balanced_rank[balanced]
     offset = picks[:, 1:] % (2 * half + 1) - half
     ranks = np.clip(anchor_rank + offset, 0, len(pool) - 1)
     return order[np.concatenate([anchor_rank, ranks], axis=1)]

@@ -182,3 +182,26 @@ def test_fit_workflow(tmp_path):
     (tmp_path / "bad.toml").write_text('workflow = "fit"\n[fit]\npairs = "bad.npz"\n')
     with pytest.raises(ConfigError, match="z1"):
         run_pipeline(load_config(tmp_path / "bad.toml"), tmp_path / "out2")
+
+
+def test_pairs_per_config_draws_independent_patches(tmp_path):
+    """pairs_per_config = 3: three pairs per upsampled configuration, same z0, own patch draws;
+    the naive pairs use the paper's one-sweep budget (p² events, so a longer δt)."""
+    import dataclasses
+    import h5py
+
+    cfg = tiny(method="both")
+    cfg = dataclasses.replace(cfg, partial=dataclasses.replace(cfg.partial, pairs_per_config=3))
+    run_pipeline(cfg, tmp_path, stop_after="encode")
+    with h5py.File(tmp_path / "p8" / "encode" / "pairs.h5", "r") as f:
+        z0, dt, dt_naive = f["z0"][:], f["dt"][:], f["dt_naive"][:]
+    with h5py.File(tmp_path / "p8" / "partial" / "pairs.h5", "r") as f:
+        patch_index = f["patch_index"][:]
+    n_configs = cfg.upsampling.n_configs + cfg.upsampling.n_random
+    assert len(z0) == 3 * n_configs
+    np.testing.assert_array_equal(z0[0::3], z0[1::3])          # same configuration, same z0
+    np.testing.assert_array_equal(z0[0::3], z0[2::3])
+    triples = patch_index.reshape(-1, 3)
+    assert (triples != triples[:, :1]).any(axis=1).mean() > 0.5  # K = 4: P(all equal) = 1/16
+    np.testing.assert_allclose(dt, cfg.partial.duration)
+    assert dt_naive.mean() > 10 * cfg.partial.duration

@@ -123,6 +123,17 @@ class FittedSDE:
             sig_u = torch.diag_embed(sig_u)
         return m.z_scale[:, None] * sig_u / m.time_scale.sqrt()
 
+    def _coefficients_t(self, z: torch.Tensor, p: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(drift [B, d], sigma [B, d] if diagonal else [B, d, d]) from one network pass."""
+        m = self.model
+        mu_u, sig_u = m.standardized(m.standardize_state(z), m.standardize_params(p))
+        mu = mu_u * m.z_scale / m.time_scale
+        if self.drift_prior is not None:
+            mu = mu + torch.as_tensor(self.drift_prior(z, p), dtype=z.dtype, device=z.device)
+        if m.diagonal:
+            return mu, sig_u * m.z_scale / m.time_scale.sqrt()
+        return mu, m.z_scale[:, None] * sig_u / m.time_scale.sqrt()
+
     def drift(self, z: Any, params: Any = None) -> Any:
         """Drift mu(z, p) [N, d] in [z]/[t] (numpy in -> numpy out, torch in -> torch out)."""
         zt = self._states(z)
@@ -183,7 +194,8 @@ class FittedSDE:
             gen = make_generator(seed, dev)
             paths = integrate(lambda z: self._drift_t(z, p_flat),
                               lambda z: self._sigma_t(z, p_flat, diagonal_ok=True),
-                              z_flat, int(n_steps), dt, gen, method)
+                              z_flat, int(n_steps), dt, gen, method,
+                              coefficients_fn=lambda z: self._coefficients_t(z, p_flat))
         finally:
             if dev != model_device:
                 self.model.to(model_device)

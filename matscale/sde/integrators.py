@@ -15,6 +15,7 @@ METHODS = ("em", "milstein")
 
 DriftFn = Callable[[torch.Tensor], torch.Tensor]
 SigmaFn = Callable[[torch.Tensor], torch.Tensor]
+CoefficientsFn = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
 
 def _apply_noise(sigma: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
@@ -24,8 +25,13 @@ def _apply_noise(sigma: torch.Tensor, dw: torch.Tensor) -> torch.Tensor:
 
 
 def euler_maruyama(drift_fn: DriftFn, sigma_fn: SigmaFn, z0: torch.Tensor, n_steps: int, dt: float,
-                   generator: torch.Generator) -> torch.Tensor:
-    """z_{k+1} = z_k + mu(z_k) dt + sigma(z_k) dW, dW ~ N(0, dt I). Returns [B, n_steps + 1, d]."""
+                   generator: torch.Generator, coefficients_fn: CoefficientsFn | None = None) -> torch.Tensor:
+    """z_{k+1} = z_k + mu(z_k) dt + sigma(z_k) dW, dW ~ N(0, dt I). Returns [B, n_steps + 1, d].
+
+    ``coefficients_fn(z) -> (mu, sigma)``, when given, replaces the two separate calls (one
+    network pass per step instead of two)."""
+    if coefficients_fn is None:
+        coefficients_fn = lambda z: (drift_fn(z), sigma_fn(z))  # noqa: E731
     paths = z0.new_empty(z0.shape[0], n_steps + 1, z0.shape[1])
     paths[:, 0] = z0
     z = z0
@@ -33,7 +39,8 @@ def euler_maruyama(drift_fn: DriftFn, sigma_fn: SigmaFn, z0: torch.Tensor, n_ste
     with torch.no_grad():
         for k in range(n_steps):
             dw = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype) * sqrt_dt
-            z = z + drift_fn(z) * dt + _apply_noise(sigma_fn(z), dw)
+            mu, sigma = coefficients_fn(z)
+            z = z + mu * dt + _apply_noise(sigma, dw)
             paths[:, k + 1] = z
     return paths
 
@@ -72,10 +79,11 @@ def milstein(drift_fn: DriftFn, sigma_fn: SigmaFn, z0: torch.Tensor, n_steps: in
 
 
 def integrate(drift_fn: DriftFn, sigma_fn: SigmaFn, z0: torch.Tensor, n_steps: int, dt: float,
-              generator: torch.Generator, method: str = "em") -> torch.Tensor:
+              generator: torch.Generator, method: str = "em",
+              coefficients_fn: CoefficientsFn | None = None) -> torch.Tensor:
     """Dispatch to ``euler_maruyama`` or ``milstein`` by name."""
     if method == "em":
-        return euler_maruyama(drift_fn, sigma_fn, z0, n_steps, dt, generator)
+        return euler_maruyama(drift_fn, sigma_fn, z0, n_steps, dt, generator, coefficients_fn)
     if method == "milstein":
         return milstein(drift_fn, sigma_fn, z0, n_steps, dt, generator)
     raise ValueError(f"method: unknown {method!r}; allowed: {', '.join(METHODS)}")
