@@ -109,19 +109,11 @@ class FittedSDE:
 
     # ------------------------------------------------------------------ coefficients
     def _drift_t(self, z: torch.Tensor, p: torch.Tensor | None) -> torch.Tensor:
-        mu = self.model.physical_drift_net(z, p)
-        if self.drift_prior is not None:
-            mu = mu + torch.as_tensor(self.drift_prior(z, p), dtype=z.dtype, device=z.device)
-        return mu
+        return self._coefficients_t(z, p)[0]
 
     def _sigma_t(self, z: torch.Tensor, p: torch.Tensor | None, *, diagonal_ok: bool = False) -> torch.Tensor:
-        m = self.model
-        mu_u, sig_u = m.standardized(m.standardize_state(z), m.standardize_params(p))
-        if m.diagonal and diagonal_ok:
-            return sig_u * m.z_scale / m.time_scale.sqrt()
-        if m.diagonal:
-            sig_u = torch.diag_embed(sig_u)
-        return m.z_scale[:, None] * sig_u / m.time_scale.sqrt()
+        sigma = self._coefficients_t(z, p)[1]
+        return torch.diag_embed(sigma) if self.model.diagonal and not diagonal_ok else sigma
 
     def _coefficients_t(self, z: torch.Tensor, p: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(drift [B, d], sigma [B, d] if diagonal else [B, d, d]) from one network pass."""
