@@ -181,18 +181,25 @@ def _check_common(n_pairs: int, h_range: tuple[float, float]) -> None:
         raise ValueError(f"h_range: need 0 < h_min <= h_max, got {h_range}")
 
 
+def _scattered_states(sde: "KnownSDE | str", n_pairs: int, seed: "int | np.random.Generator",
+                      h_range: "tuple[float, float] | None"):
+    """(sde, h_range, rng, z0 ~ U(box) [n_pairs, d], h ~ U(h_range) [n_pairs]) after validation."""
+    sde = known_sde(sde) if isinstance(sde, str) else sde
+    h_range = sde.h_range if h_range is None else h_range
+    _check_common(n_pairs, h_range)
+    rng = _rng(seed)
+    z0 = rng.uniform(sde.low, sde.high, size=(n_pairs, sde.dim))
+    h = rng.uniform(h_range[0], h_range[1], size=n_pairs)
+    return sde, h_range, rng, z0, h
+
+
 def simulate_pairs(sde: KnownSDE | str, n_pairs: int = 50_000, *, seed: int | np.random.Generator = 0,
                    h_range: tuple[float, float] | None = None, n_substeps: int = 20) -> SDEPairs:
     """Scattered pairs (z0, z1, h): z0 ~ U(box), h ~ U(h_range) (default: the system's), z1 from
     ``n_substeps`` fine Euler-Maruyama steps of size h / n_substeps (vectorised over all pairs)."""
-    sde = known_sde(sde) if isinstance(sde, str) else sde
-    h_range = sde.h_range if h_range is None else h_range
-    _check_common(n_pairs, h_range)
     if int(n_substeps) < 1:
         raise ValueError(f"n_substeps: must be >= 1, got {n_substeps}")
-    rng = _rng(seed)
-    z0 = rng.uniform(sde.low, sde.high, size=(n_pairs, sde.dim))
-    h = rng.uniform(h_range[0], h_range[1], size=n_pairs)
+    sde, h_range, rng, z0, h = _scattered_states(sde, n_pairs, seed, h_range)
     step = (h / n_substeps)[:, None]
     z = z0.copy()
     for _ in range(int(n_substeps)):
@@ -210,14 +217,9 @@ def patch_increments(sde: KnownSDE | str, n_pairs: int = 50_000, n_patches: int 
     to the global observable, has the right mean but K times the covariance. Fitting with
     loss="partial", lam=K recovers (mu, Sigma); lam=1 returns K Sigma.
     """
-    sde = known_sde(sde) if isinstance(sde, str) else sde
-    h_range = sde.h_range if h_range is None else h_range
-    _check_common(n_pairs, h_range)
     if int(n_patches) < 1:
         raise ValueError(f"n_patches: must be >= 1, got {n_patches}")
-    rng = _rng(seed)
-    z0 = rng.uniform(sde.low, sde.high, size=(n_pairs, sde.dim))
-    h = rng.uniform(h_range[0], h_range[1], size=n_pairs)
+    sde, h_range, rng, z0, h = _scattered_states(sde, n_pairs, seed, h_range)
     noise = np.einsum("nij,nj->ni", sde.diffusion(z0), rng.standard_normal(z0.shape))
     z1 = z0 + sde.drift(z0) * h[:, None] + np.sqrt(n_patches * h)[:, None] * noise
     return SDEPairs(z0, z1, h, sde, int(n_patches), seed if isinstance(seed, int) else None,

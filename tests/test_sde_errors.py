@@ -3,19 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from matscale.sde import fit_sde
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on the shared 2-core CI box OpenMP spin-waiting under oversubscription
-    makes two threads up to 20x slower than one for these small networks."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pairs(n=64, d=2, seed=0):

@@ -13,14 +13,7 @@ from matscale.sde.integrators import milstein
 from matscale.sde.trainer import CHECKPOINT_FILE
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on the shared 2-core CI box OpenMP spin-waiting under oversubscription
-    makes two threads up to 20x slower than one for these small networks."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _ou_pairs(n=4000, seed=0, theta=1.0, noise=0.4):

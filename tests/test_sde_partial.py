@@ -3,19 +3,12 @@ whose covariance is K times too large; lam = 1 on the same data returns K Sigma.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from matscale.datasets import patch_increments, recovery_errors
 from matscale.sde import fit_sde
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on the shared 2-core CI box two threads can be 20x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 K = 16

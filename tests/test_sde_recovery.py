@@ -7,19 +7,12 @@ Tolerances are twice the benchmark targets (5 % "em", 10 % "milstein") because t
 from __future__ import annotations
 
 import pytest
-import torch
 
 from matscale.datasets import recovery_errors, simulate_pairs
 from matscale.sde import fit_sde
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on the shared 2-core CI box two threads can be 20x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("system,loss,diffusion,tol", [
