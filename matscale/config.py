@@ -80,7 +80,10 @@ class UpsamplingConfig:
     fixed event count biases the window towards high-rate states, see matscale.upsampling).
     ``n_random`` extra
     uncorrelated random configurations (m0 ~ U(-1, 1)) are appended (paper: as many as
-    ``n_configs``; 0 disables)."""
+    ``n_configs``; 0 disables). With ``random_relax`` > 0 they are quenched: LocalRelax with
+    window durations spread evenly over [0, random_relax] (8 groups, the first unrelaxed; each
+    site lies in ~4 windows), so the data also cover the fast decay of the domain-wall density
+    that follows a random initial state (the test runs of the evaluation start there)."""
 
     n_configs: int = 2000
     mode: str = "tile_matched"
@@ -90,6 +93,7 @@ class UpsamplingConfig:
     n_events: int = 0
     duration: float = 1.0
     n_random: int = 0
+    random_relax: float = 0.0
     seed: int = 1
 
 
@@ -99,14 +103,20 @@ class PartialConfig:
     ``duration`` Glauber time units (or ``n_events`` events when > 0, the paper's choice of one
     patch sweep) with the given exterior ``boundary``.
 
-    ``duration`` must be short compared with the time a single spin needs to relax (1 Glauber
-    unit): the patch relaxes towards its local equilibrium while its exterior stays frozen, so the
-    mean increment over δt is μ·(1 − e^{−δt})/1 rather than μ·δt. δt = 0.05 keeps that bias at
-    2.5 %; the paper's one-sweep step (δt ≈ 2.6 for Curie–Weiss) underestimates the drift by ~60 %.
+    ``duration`` must be short compared with the relaxation time τ of what the patch can relax
+    on its own while its exterior stays frozen: the mean increment over δt is then
+    μ·τ(1 − e^{−δt/τ}) rather than μ·δt. Curie–Weiss: the patch magnetization relaxes in the
+    frozen global field within τ ≈ 1, so δt = 0.05 keeps the bias at 2.5 % (the paper's one-sweep
+    step, δt ≈ 2.6, underestimates the drift by ~60 %). Ising: m relaxes slowly (τ ≈ 20) and ρ_dw
+    near its quasi-equilibrium in τ ≈ 2, so δt = 0.2 is short for both (the decay of ρ_dw right
+    after a random start, τ ≈ 0.8, comes out ~12 % slow); the longer step gives 4x less noise
+    per pair than δt = 0.05.
 
     ``pairs_per_config`` independent pairs (each its own patch and random stream) are drawn from
     every large configuration: the short δt makes a single increment noisy, and extra pairs cost
     one patch evolution each, without new upsampling or closure encoding of the configuration.
+    ``n_draws`` = R independent patch evolutions are averaged into every pair instead (fitted
+    with lam = K / R): the same drift information as R separate pairs at 1/R of the fitting cost.
 
     The paper's naive baseline (train.method = "naive" or "both") gets its own pairs from the same
     snapshots, evolved with the paper's budget of ``naive_n_events`` events (0 = p**2, one patch
@@ -117,6 +127,7 @@ class PartialConfig:
     duration: float = 0.05
     naive_n_events: int = 0
     pairs_per_config: int = 1
+    n_draws: int = 1
     boundary: str = "frozen"
     chunk_size: int = 1000
     seed: int = 2
@@ -141,9 +152,12 @@ class ClosureConfig:
 class TrainConfig:
     """SDE fit on the partial pairs. ``method``: "ours" (L_p loss, lam = K), "naive" (patch
     observable after evolution taken as the next global state, lam = 1) or "both".
-    ``lam`` = 0 selects K for "ours"."""
+    ``lam`` = 0 selects K / partial.n_draws for "ours". ``drift_scheme`` "heun" models the mean
+    increment of "ours" by a Heun step (see :func:`matscale.sde.fit_sde`), for partial steps δt
+    that are not short against the fastest relaxation; the naive baseline keeps "euler"."""
 
     method: str = "ours"
+    drift_scheme: str = "euler"
     diffusion: str = "cholesky"
     hidden: tuple[int, ...] = (64, 64, 64)
     epochs: int = 100
@@ -363,7 +377,9 @@ def _check_spin(cfg: RunConfig) -> None:
     _positive("partial.duration", pa.duration)
     _positive("partial.naive_n_events", pa.naive_n_events, allow_zero=True)
     _positive("partial.pairs_per_config", pa.pairs_per_config)
+    _positive("partial.n_draws", pa.n_draws)
     _positive("upsampling.duration", up.duration)
+    _positive("upsampling.random_relax", up.random_relax, allow_zero=True)
     _choice("partial.boundary", pa.boundary, BOUNDARIES)
     _positive("partial.chunk_size", pa.chunk_size)
     _positive("closure.dim", cl.dim, allow_zero=True)
@@ -379,6 +395,7 @@ def _check_spin(cfg: RunConfig) -> None:
     _check_train_like("train", tr.diffusion, tr.hidden, tr.epochs, tr.batch_size, tr.lr,
                       tr.validation_fraction)
     _choice("train.method", tr.method, TRAIN_METHODS)
+    _choice("train.drift_scheme", tr.drift_scheme, ("euler", "heun"))
     _positive("train.lam", tr.lam, allow_zero=True)
     _require(len(ref.magnetizations) >= 1, "reference.magnetizations must list at least one value")
     for i, m0 in enumerate(ref.magnetizations):

@@ -27,6 +27,10 @@ Stored per sample i (``d`` = number of observables):
                                                      encoder can add its own increments E(after)−E(before)
 ========================  =========================  ==============================================
 
+With ``n_draws = R`` > 1 every sample averages R independent patch evolutions of the same
+snapshot (``delta`` and ``dt`` are means; ``patch_index`` is [R], the patch arrays [R, p, p]) and
+the increments are fitted with λ = K / R.
+
 For observables that are means of patch shares (φ = (1/K) Σ_J φ_J), ``delta`` equals the sum of
 the K patch-share changes; for a local observable with a frozen exterior only patch I and the
 shares touching its boundary change.
@@ -80,6 +84,16 @@ class PartialEvolutionData:
         return int(self.attrs["K"])
 
     @property
+    def n_draws(self) -> int:
+        """Patch evolutions averaged into each sample (R)."""
+        return int(self.attrs.get("n_draws", 1))
+
+    @property
+    def lam(self) -> float:
+        """The λ of the L_p loss for these increments: K / R."""
+        return self.K / self.n_draws
+
+    @property
     def z1(self) -> np.ndarray:
         """Partial-evolution target z0 + delta (the paper's ``z1_train_partial``)."""
         return self.z0 + self.delta
@@ -122,33 +136,55 @@ def _observable_matrix(observables: Observables, states: np.ndarray) -> np.ndarr
     return values.reshape(len(states), -1)
 
 
+def _draw_keys(keys: np.ndarray, n_draws: int) -> np.ndarray:
+    """Per-draw stream keys ``uint64 [B, R, 2]`` (patch index, kernel stream) of samples ``keys``.
+
+    Draw 0 uses the single-draw keys, so ``n_draws = 1`` reproduces the one-patch data set.
+    """
+    first = child_keys(keys, 2, "partial-streams")[:, None, :]
+    if n_draws == 1:
+        return first
+    extra = child_keys(child_keys(keys, n_draws - 1, "partial-draws"), 2, "partial-streams")
+    return np.concatenate([first, extra], axis=1)
+
+
 def _evolve_chunk(system: Any, snapshots: np.ndarray, start: int, stop: int, *, p: int, K: int,
                   seed: int, observables: Observables, n_events: int | None,
-                  duration: float | None, boundary: str, store_patches: bool) -> dict[str, np.ndarray]:
-    """Samples ``start:stop``: draw patches, evolve them with the exterior frozen, measure."""
-    states = np.array(snapshots[start:stop], dtype=np.int8, order="C", copy=True)
+                  duration: float | None, boundary: str, store_patches: bool,
+                  n_draws: int = 1) -> dict[str, np.ndarray]:
+    """Samples ``start:stop``: draw patches, evolve them with the exterior frozen, measure.
+
+    Each of the ``n_draws`` draws evolves its own copy of the snapshot; ``delta`` and ``dt`` are
+    the means over the draws.
+    """
+    B, R = stop - start, n_draws
+    states = np.repeat(np.asarray(snapshots[start:stop], dtype=np.int8), R, axis=0)
+    states = np.ascontiguousarray(states)
     L = states.shape[-1]
     keys = sample_keys(seed, np.arange(start, stop), "partial-evolution")
-    per_sample = child_keys(keys, 2, "partial-streams")
-    patch_index = uniform_index(per_sample[:, 0], K)
+    per_draw = _draw_keys(keys, R).reshape(B * R, 2)
+    patch_index = uniform_index(per_draw[:, 0], K)
     origins = patch_origins(patch_index, L, p)
     before = extract_patches(states, origins, p)
-    z0 = _observable_matrix(observables, states)
+    z0 = _observable_matrix(observables, states[::R])
     elapsed = system.evolve_windows(states, origins[:, None, :], (p, p), n_events=n_events,
-                                    duration=duration, boundary=boundary, seeds=per_sample[:, 1])
+                                    duration=duration, boundary=boundary, seeds=per_draw[:, 1])
     after = extract_patches(states, origins, p)
-    z1 = _observable_matrix(observables, states)
-    chunk = {"z0": z0, "delta": K * (z1 - z0),
-             "dt": np.asarray(elapsed, dtype=np.float64).reshape(len(states)),
-             "patch_index": patch_index, "z1_naive": _observable_matrix(observables, after)}
+    z1 = _observable_matrix(observables, states).reshape(B, R, -1)
+    shape = (B, R) if R > 1 else (B,)
+    chunk = {"z0": z0, "delta": K * (z1 - z0[:, None, :]).mean(axis=1),
+             "dt": np.asarray(elapsed, dtype=np.float64).reshape(B, R).mean(axis=1),
+             "patch_index": patch_index.reshape(shape),
+             "z1_naive": _observable_matrix(observables, after[::R])}
     if store_patches:
-        chunk["patch_before"] = before
-        chunk["patch_after"] = after
+        chunk["patch_before"] = before.reshape(*shape, p, p)
+        chunk["patch_after"] = after.reshape(*shape, p, p)
     return chunk
 
 
 def _validate(system: Any, snapshots: np.ndarray, p: int, n_events: int | None,
-              duration: float | None, boundary: str, chunk_size: int) -> tuple[int, int]:
+              duration: float | None, boundary: str, chunk_size: int,
+              n_draws: int = 1) -> tuple[int, int]:
     """Checks the inputs; returns (L, K)."""
     if snapshots.ndim != 3 or snapshots.shape[1] != snapshots.shape[2] or len(snapshots) == 0:
         raise ValueError(f"snapshots must have shape [N>0, L, L], got {snapshots.shape}")
@@ -166,6 +202,8 @@ def _validate(system: Any, snapshots: np.ndarray, p: int, n_events: int | None,
         raise ValueError(f"boundary must be 'frozen' or 'periodic', got {boundary!r}")
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if isinstance(n_draws, (bool, np.bool_)) or int(n_draws) != n_draws or int(n_draws) < 1:
+        raise ValueError(f"n_draws must be an integer >= 1, got {n_draws}")
     return L, K
 
 
@@ -174,7 +212,7 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
                       observables: Observables | None = None,
                       observable_names: Sequence[str] | None = None, store_patches: bool = True,
                       out: str | os.PathLike | None = None, group: str = "partial",
-                      chunk_size: int = 2000, overwrite: bool = False,
+                      chunk_size: int = 2000, n_draws: int = 1, overwrite: bool = False,
                       max_chunks: int | None = None, progress: bool = True) -> PartialEvolutionData:
     """Evolve one uniformly drawn patch of every snapshot and record the increments.
 
@@ -203,6 +241,14 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
         group made with a different configuration is refused unless ``overwrite=True``.
     chunk_size:
         Samples per chunk (does not change the numbers).
+    n_draws:
+        R independent patch evolutions per snapshot (each its own uniformly drawn patch and
+        random stream, on its own copy of the snapshot). ``delta`` and ``dt`` are their means, so
+        the increment's covariance is (K / R)·δt·σσᵀ: fit with ``lam = K / R``
+        (:attr:`PartialEvolutionData.lam`). Averaging R draws gives the drift estimate of R
+        separate pairs at 1/R of the fitting cost. With R > 1, ``patch_index`` has shape [N, R]
+        and the patch arrays [N, R, p, p]; ``z1_naive`` is that of the first draw. A chunk holds
+        ``chunk_size x R`` copies of a snapshot in memory.
     max_chunks:
         With ``out``: compute at most this many pending chunks, then return what is complete
         (time-sliced jobs; call again to continue).
@@ -212,8 +258,8 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
     snapshots = np.asarray(snapshots)
     if snapshots.dtype != np.int8:
         raise TypeError(f"snapshots must be int8, got {snapshots.dtype}")
-    L, K = _validate(system, snapshots, p, n_events, duration, boundary, chunk_size)
-    p, n = int(p), len(snapshots)
+    L, K = _validate(system, snapshots, p, n_events, duration, boundary, chunk_size, n_draws)
+    p, n, R = int(p), len(snapshots), int(n_draws)
     if n_events is None and duration is None:
         duration = DEFAULT_DURATION
     if observables is None:
@@ -227,7 +273,8 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
         raise ValueError("max_chunks needs out=<path> and must be >= 0")
 
     time_unit = getattr(system, "time_unit", "system time unit")
-    attrs = {"system": system_metadata(system), "p": p, "L": L, "K": K, "n_events": n_events,
+    attrs = {"system": system_metadata(system), "p": p, "L": L, "K": K, "n_draws": R,
+             "lam": K / R, "n_events": n_events,
              "duration": duration, "boundary": boundary, "seed": int(seed),
              "observable_names": list(names), "matscale_version": __version__,
              "units": {"z0": "observable units", "delta": "observable units (K x global increment)",
@@ -240,19 +287,22 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
               "store_patches": bool(store_patches),
               **{k: attrs[k] for k in ("system", "p", "n_events", "duration", "boundary", "seed",
                                        "observable_names")}}
+    if R > 1:  # (n_draws = 1 keeps the configuration of existing single-draw files)
+        config["n_draws"] = R
+    draw_axis = (R,) if R > 1 else ()
     fields = {"z0": Field((d,), np.float64, "observable units"),
               "delta": Field((d,), np.float64, "observable units"),
               "dt": Field((), np.float64, time_unit),
-              "patch_index": Field((), np.int64, "patch number"),
+              "patch_index": Field(draw_axis, np.int64, "patch number"),
               "z1_naive": Field((d,), np.float64, "observable units")}
     if store_patches:
-        fields["patch_before"] = Field((p, p), np.int8, "site value")
-        fields["patch_after"] = Field((p, p), np.int8, "site value")
+        fields["patch_before"] = Field((*draw_axis, p, p), np.int8, "site value")
+        fields["patch_after"] = Field((*draw_axis, p, p), np.int8, "site value")
 
     def compute(start: int, stop: int) -> dict[str, np.ndarray]:
         return _evolve_chunk(system, snapshots, start, stop, p=p, K=K, seed=int(seed),
                              observables=observables, n_events=n_events, duration=duration,
-                             boundary=boundary, store_patches=store_patches)
+                             boundary=boundary, store_patches=store_patches, n_draws=R)
 
     if out is None:
         arrays = {name: np.empty((n, *f.shape), dtype=f.dtype) for name, f in fields.items()}

@@ -287,6 +287,8 @@ def _upsample(cfg: RunConfig, p: int, small_dir: Path, folder: Path, progress: b
     if up.n_random:
         system = make_system(cfg, L)
         extra = np.stack([system.random_state(rng) for _ in range(up.n_random)]).astype(np.int8)
+        if up.random_relax > 0:
+            _quench(system, extra, p, up, seed=[up.seed, p, 3])
         configs = np.concatenate([configs, extra])
     is_random = np.zeros(len(configs), dtype=bool)
     is_random[len(configs) - up.n_random:] = up.n_random > 0
@@ -294,6 +296,26 @@ def _upsample(cfg: RunConfig, p: int, small_dir: Path, folder: Path, progress: b
               {"L": L, "p": p, "n_upsampled": up.n_configs, "n_random": up.n_random},
               {"configs": "spin (+1/-1)"})
     (folder / "levels.h5").unlink(missing_ok=True)  # intermediate levels only serve the resume
+
+
+_QUENCH_GROUPS = 8
+
+
+def _quench(system: Any, configs: np.ndarray, p: int, up: Any, seed: list[int]) -> None:
+    """LocalRelax random configurations in place, group g of ``_QUENCH_GROUPS`` (round robin) for
+    window duration ``up.random_relax * g / (groups - 1)``: states along the initial decay."""
+    from matscale.io import sample_keys
+    from matscale.upsampling import local_relax
+
+    for g in range(1, _QUENCH_GROUPS):
+        members = np.arange(g, len(configs), _QUENCH_GROUPS)
+        if len(members) == 0:
+            continue
+        block = np.ascontiguousarray(configs[members])
+        local_relax(system, block, window=up.window or p, stride=up.stride or None,
+                    duration=up.random_relax * g / (_QUENCH_GROUPS - 1),
+                    seeds=sample_keys(seed[0], members, "quench", *seed[1:]))
+        configs[members] = block
 
 
 def _load_configs(folder: Path) -> np.ndarray:
@@ -309,28 +331,33 @@ def _partial(cfg: RunConfig, p: int, up_dir: Path, folder: Path, progress: bool)
 
     pa = cfg.partial
     configs = np.repeat(_load_configs(up_dir), pa.pairs_per_config, axis=0)  # pair i <- config i // R
+    keep_patches = cfg.closure.dim > 0  # the closure encodes its own increments from the patches
     result = partial_evolution(
         make_system(cfg, cfg.system.L), configs, p, n_events=pa.n_events or None,
         duration=None if pa.n_events else pa.duration,
-        boundary=pa.boundary, seed=pa.seed, chunk_size=pa.chunk_size,
-        out=str(folder / "partial_work.h5"), progress=progress)
-    arrays = {name: _field(result, name) for name in _PAIR_FIELDS}
+        boundary=pa.boundary, seed=pa.seed, chunk_size=pa.chunk_size, n_draws=pa.n_draws,
+        store_patches=keep_patches, out=str(folder / "partial_work.h5"), progress=progress)
+    arrays = {name: _field(result, name) for name in _PAIR_FIELDS
+              if keep_patches or not name.startswith("patch_")}
     if "naive" in _methods(cfg):
         # The paper's baseline, with the paper's budget: one patch sweep of events on the same
         # snapshots (an independent stream), next state = the patch observable afterwards.
         naive = partial_evolution(
             make_system(cfg, cfg.system.L), configs, p, n_events=pa.naive_n_events or p * p,
             boundary=pa.boundary, seed=pa.seed + 7919, chunk_size=pa.chunk_size,
-            out=str(folder / "partial_work_naive.h5"), progress=progress)
+            store_patches=keep_patches, out=str(folder / "partial_work_naive.h5"),
+            progress=progress)
         arrays["z1_naive"] = _field(naive, "z1_naive")
         arrays["dt_naive"] = np.asarray(_field(naive, "dt"), dtype=np.float64)
-        arrays["patch_after_naive"] = _field(naive, "patch_after")
+        if keep_patches:
+            arrays["patch_after_naive"] = _field(naive, "patch_after")
     d_phys = len(physical_names(cfg.system.kind))
     for name in ("z0", "delta", "z1_naive"):
         arrays[name] = np.asarray(arrays[name], dtype=np.float64).reshape(len(configs), -1)[:, :d_phys]
     _write_h5(folder / "pairs.h5", arrays,
-              {"p": p, "K": cfg.n_patches(p), "observables": list(physical_names(cfg.system.kind)),
-               "note": "delta = K x global increment (patch-share increment)"},
+              {"p": p, "K": cfg.n_patches(p), "n_draws": pa.n_draws,
+               "observables": list(physical_names(cfg.system.kind)),
+               "note": "delta = K x global increment (patch-share increment), mean of n_draws"},
               {"dt": "Glauber time", "patch_before": "spin (+1/-1)", "patch_after": "spin (+1/-1)"})
     (folder / "partial_work.h5").unlink(missing_ok=True)
     (folder / "partial_work_naive.h5").unlink(missing_ok=True)
@@ -351,6 +378,14 @@ def _closure(cfg: RunConfig, p: int, up_dir: Path, folder: Path, progress: bool)
     model.save(folder)
 
 
+def _encode_draws(model: Any, patches: np.ndarray) -> np.ndarray:
+    """Closure codes of patches [N, p, p], or the mean over draws of patches [N, R, p, p]."""
+    if patches.ndim == 3:
+        return model.encode_patches(patches)
+    n, R = patches.shape[:2]
+    return model.encode_patches(patches.reshape(n * R, *patches.shape[2:])).reshape(n, R, -1).mean(axis=1)
+
+
 def _encode(cfg: RunConfig, p: int, up_dir: Path, partial_dir: Path, closure_dir: Path | None,
             folder: Path) -> None:
     """Macro-state training pairs z = (physical, closure): z0, delta (= K x global increment),
@@ -364,9 +399,12 @@ def _encode(cfg: RunConfig, p: int, up_dir: Path, partial_dir: Path, closure_dir
 
         model = ClosureModel.load(closure_dir)
         d_closure = model.arch.d_closure
-        before = model.encode_patches(pairs["patch_before"])
-        after = model.encode_patches(pairs["patch_after"])
-        after_naive = model.encode_patches(pairs.get("patch_after_naive", pairs["patch_after"]))
+        before = _encode_draws(model, pairs["patch_before"])
+        after = _encode_draws(model, pairs["patch_after"])
+        naive_patches = pairs.get("patch_after_naive")
+        if naive_patches is None:  # no naive pairs of their own: the first draw's patch
+            naive_patches = pairs["patch_after"][:, 0] if pairs["patch_after"].ndim == 4 else pairs["patch_after"]
+        after_naive = _encode_draws(model, naive_patches)
         z0_closure = np.repeat(model.encode(_load_configs(up_dir)), cfg.partial.pairs_per_config, axis=0)
         z0 = np.concatenate([z0, z0_closure], axis=1)
         delta = np.concatenate([delta, after - before], axis=1)
@@ -401,15 +439,16 @@ def _fit(cfg: RunConfig, p: int, encode_dir: Path, folder: Path, progress: bool)
         if (target / "model.json").is_file():  # finished before an interruption: keep it
             continue
         if method == "ours":
-            z1, lam, dt = data["z0"] + data["delta"], (tr.lam or float(K)), data["dt"]
+            lam = tr.lam or float(K) / cfg.partial.n_draws  # delta is a mean of n_draws draws
+            z1, dt = data["z0"] + data["delta"], data["dt"]
         else:
             z1, lam, dt = data["z1_naive"], 1.0, data.get("dt_naive", data["dt"])
         sde = fit_sde(data["z0"], z1, dt, loss="partial", lam=lam, diffusion=tr.diffusion,
                       hidden=tuple(tr.hidden), epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr,
                       seed=tr.seed, device=tr.device or None,
                       validation_fraction=tr.validation_fraction, progress=progress,
-                      num_threads=_FIT_THREADS,
-                      checkpoint_dir=target / "checkpoints")
+                      num_threads=_FIT_THREADS, checkpoint_dir=target / "checkpoints",
+                      drift_scheme=tr.drift_scheme if method == "ours" else "euler")
         sde.save(target / "sde")
         _json_dump({"method": method, "lam": lam, "K": K, "p": p, "observables": meta["observables"],
                     "median_dt": float(np.median(dt)),

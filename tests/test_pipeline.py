@@ -205,3 +205,44 @@ def test_pairs_per_config_draws_independent_patches(tmp_path):
     assert (triples != triples[:, :1]).any(axis=1).mean() > 0.5  # K = 4: P(all equal) = 1/16
     np.testing.assert_allclose(dt, cfg.partial.duration)
     assert dt_naive.mean() > 10 * cfg.partial.duration
+
+
+def test_averaged_draws_quenched_random_states_and_heun(tmp_path):
+    """partial.n_draws = 3: one pair per configuration whose increment (physical and closure
+    parts) averages three patch evolutions, fitted with lam = K / 3 and the Heun mean;
+    upsampling.random_relax > 0: 7 of 8 random configurations are quenched (fewer domain walls),
+    the first group stays uncorrelated."""
+    import dataclasses
+    import h5py
+
+    from matscale.closure import ClosureModel
+    from matscale.observables import spin_observables
+
+    cfg = tiny(method="ours")
+    assert cfg.closure.dim > 0
+    cfg = dataclasses.replace(
+        cfg, partial=dataclasses.replace(cfg.partial, n_draws=3),
+        upsampling=dataclasses.replace(cfg.upsampling, random_relax=1.0),
+        train=dataclasses.replace(cfg.train, drift_scheme="heun"))
+    run_pipeline(cfg, tmp_path, stop_after="fit")
+    p8 = tmp_path / "p8"
+    with h5py.File(p8 / "upsample" / "configs.h5", "r") as f:
+        configs, is_random = f["configs"][:], f["is_random"][:]
+    with h5py.File(p8 / "partial" / "pairs.h5", "r") as f:
+        patch_index, before, after = f["patch_index"][:], f["patch_before"][:], f["patch_after"][:]
+    with h5py.File(p8 / "encode" / "pairs.h5", "r") as f:
+        z0, delta = f["z0"][:], f["delta"][:]
+    n = len(configs)
+    assert patch_index.shape == (n, 3) and before.shape == (n, 3, 8, 8) and len(z0) == n
+    closure = ClosureModel.load(p8 / "closure")
+    codes = [closure.encode_patches(a[:, r]) - closure.encode_patches(b[:, r])
+             for a, b, r in ((after, before, r) for r in range(3))]
+    np.testing.assert_allclose(delta[:, 2:], np.mean(codes, axis=0), rtol=1e-5, atol=1e-6)
+    model = json.loads((p8 / "fit" / "ours" / "model.json").read_text())
+    assert model["lam"] == pytest.approx(4 / 3)
+    sde_config = json.loads((p8 / "fit" / "ours" / "sde" / "config.json").read_text())
+    assert sde_config["drift_scheme"] == "heun"
+    rho = spin_observables(configs[is_random])[:, 1]
+    unrelaxed, quenched = rho[0::8], np.delete(rho, np.s_[0::8])
+    assert abs(unrelaxed.mean() - 0.5 * (1 - spin_observables(configs[is_random][0::8])[:, 0] ** 2).mean()) < 0.03
+    assert quenched.mean() < unrelaxed.mean() - 0.05

@@ -27,6 +27,7 @@ from .losses import LOSSES, em_nll, milstein_nll
 from .models import ACTIVATIONS, DIFFUSION_KINDS, SDEModel
 
 SCHEDULES = ("plateau", "cosine", "none")
+DRIFT_SCHEMES = ("euler", "heun")
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -171,8 +172,10 @@ def _set_buffers(model: SDEModel, sc: _Scales, drift_scale: np.ndarray, diff_sca
 class _BatchLoss:
     """Mean NLL (standardised frame) of a batch row block [u0 | du_residual | s | p_std]."""
 
-    def __init__(self, model: SDEModel, loss: str, lam: float, jitter: float):
+    def __init__(self, model: SDEModel, loss: str, lam: float, jitter: float,
+                 drift_scheme: str = "euler"):
         self.model, self.loss, self.lam = model, loss, float(lam)
+        self.heun = drift_scheme == "heun"
         self.d, self.q = model.dim, model.n_params
         self.structure = "diagonal" if model.diagonal else "triangular" if model.kind == "cholesky" else "general"
         self.jitter_rel = float(jitter)
@@ -184,6 +187,9 @@ class _BatchLoss:
         if self.loss == "milstein":
             return self._milstein(u0, du, s, p_std, create_graph)
         mu, sigma = m.standardized(u0, p_std)
+        if self.heun:  # mean increment of one Heun step: s (mu(u0) + mu(u0 + mu s)) / 2
+            mu_end, _ = m.standardized(u0 + mu * s.unsqueeze(-1), p_std)
+            mu = 0.5 * (mu + mu_end)
         jitter = self.jitter_rel * m.diff_scale.square() if self.structure == "general" else None
         return em_nll(du, s, mu, sigma, structure=self.structure, lam=self.lam, jitter=jitter)
 
@@ -240,7 +246,7 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
             progress: bool = True, jitter: float = 1e-6, floor: float = 1e-4,
             dtype: str = "float32", grad_clip: float | None = None,
             callback: Callable[[int, SDEModel, dict[str, list]], None] | None = None,
-            num_threads: int | None = None) -> FittedSDE:
+            num_threads: int | None = None, drift_scheme: str = "euler") -> FittedSDE:
     """Fit dz = mu(z, p) dt + sigma(z, p) dW to pairs z0 -> z1 after steps dt.
 
     Parameters
@@ -274,6 +280,11 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
         its checkpoint), e.g. for custom logging or monitoring.
     num_threads: torch CPU threads during the fit (restored afterwards); None keeps the current
         setting. On a shared, oversubscribed machine 1 thread can be far faster than 2.
+    drift_scheme: mean of the modelled increment for "em" and "partial": "euler" (mu(z0) dt) or
+        "heun" ((mu(z0) + mu(z0 + mu(z0) dt)) dt / 2, exact to second order in dt). Use "heun" when
+        dt is not short against the fastest relaxation in the data: Euler then learns the drift
+        averaged over the step, low by the factor (1 - exp(-r dt)) / (r dt) for relaxation rate r
+        (12 % at r dt = 0.26), Heun is within 2 %. Not with "milstein" or a drift_prior.
 
     Returns a FittedSDE (best validation weights) with ``history`` and ``config``.
     Raises TrainingDivergedError (a FloatingPointError) on a NaN/inf loss.
@@ -281,6 +292,10 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
     z0a, z1a, dta, pa = _validate_inputs(z0, z1, dt, params)
     _validate_options(loss, lam, diffusion, hidden, activation, epochs, batch_size, lr,
                       validation_fraction, schedule)
+    if drift_scheme not in DRIFT_SCHEMES:
+        raise ValueError(f"drift_scheme: unknown {drift_scheme!r}; allowed: {', '.join(DRIFT_SCHEMES)}")
+    if drift_scheme == "heun" and (loss == "milstein" or drift_prior is not None):
+        raise ValueError("drift_scheme: 'heun' needs loss 'em' or 'partial' and no drift_prior")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype: must be 'float32' or 'float64', got {dtype!r}")
     if int(checkpoint_every) < 1:
@@ -317,7 +332,7 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
 
     config: dict[str, Any] = {
         "dim": d, "n_params": q, "diffusion": diffusion, "hidden": [int(h) for h in hidden],
-        "activation": activation, "floor": float(floor), "loss": loss, "lam": float(lam),
+        "activation": activation, "floor": float(floor), "loss": loss, "lam": float(lam), "drift_scheme": drift_scheme,
         "jitter": float(jitter), "dtype": dtype,
         "drift_prior": None if drift_prior is None else getattr(drift_prior, "__name__", type(drift_prior).__name__),
         "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr), "weight_decay": float(weight_decay),
@@ -379,7 +394,7 @@ def _train(model: SDEModel, config: dict[str, Any], train_data: torch.Tensor, va
            drift_prior, loss, lam, epochs, batch_size, lr, weight_decay, schedule, patience, seed, device,
            checkpoint_dir: Path | None, checkpoint_every: int, progress: bool, jitter: float,
            grad_clip: float | None, nll_offset: float, callback=None) -> FittedSDE:
-    batch_loss = _BatchLoss(model, loss, lam, jitter)
+    batch_loss = _BatchLoss(model, loss, lam, jitter, config["drift_scheme"])
     opt = _make_optimizer(model, lr, weight_decay, device)
     sched = _make_scheduler(opt, schedule, epochs, patience)
     gen = make_generator(seed + 1, device)
