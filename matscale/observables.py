@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numba as nb
 import numpy as np
 
 from matscale.systems.base import n_patches
@@ -62,9 +63,44 @@ def domain_wall_density(states) -> np.ndarray:
     return _broken_bond_count(states).sum(axis=(-2, -1)) / (2 * n)
 
 
+@nb.njit(cache=True, parallel=True)
+def _spin_counts_int8(states: np.ndarray) -> np.ndarray:
+    """Up-spin and unsatisfied-bond counts ``int64 [B, 2]`` of int8 states [B, L, L] (periodic;
+    each site owns its right and down bonds). The same integers as the numpy path, no temporaries."""
+    B, L = states.shape[0], states.shape[1]
+    out = np.zeros((B, 2), dtype=np.int64)
+    for b in nb.prange(B):
+        up = 0
+        broken = 0
+        for r in range(L):
+            down_row = r + 1 if r + 1 < L else 0
+            for c in range(L):
+                right_col = c + 1 if c + 1 < L else 0
+                s = states[b, r, c]
+                sign = (s > 0) - (s < 0)
+                up += s > 0
+                sr = states[b, r, right_col]
+                sd = states[b, down_row, c]
+                broken += (sign != (sr > 0) - (sr < 0)) + (sign != (sd > 0) - (sd < 0))
+        out[b, 0] = up
+        out[b, 1] = broken
+    return out
+
+
 def spin_observables(states) -> np.ndarray:
-    """(m, rho_dw) stacked on a last axis: shape ``[..., 2]`` (order = SPIN_OBSERVABLE_NAMES)."""
-    return np.stack([magnetization(states), domain_wall_density(states)], axis=-1)
+    """(m, rho_dw) stacked on a last axis: shape ``[..., 2]`` (order = SPIN_OBSERVABLE_NAMES).
+
+    int8 states (the simulators' dtype) go through a compiled, threaded counting kernel; the
+    values equal those of :func:`magnetization` and :func:`domain_wall_density` bit for bit."""
+    states = _as_states(states)
+    if states.dtype != np.int8:
+        return np.stack([magnetization(states), domain_wall_density(states)], axis=-1)
+    L = states.shape[-1]
+    n = L * L
+    counts = _spin_counts_int8(np.ascontiguousarray(states.reshape(-1, L, L)))
+    m = (2 * counts[:, 0] - n) / n
+    rho = counts[:, 1] / (2 * n)
+    return np.stack([m, rho], axis=-1).reshape(*states.shape[:-2], 2)
 
 
 # per-site integer counts and their normalisation per site, by observable name
