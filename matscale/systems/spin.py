@@ -145,6 +145,39 @@ class _GlauberSpinSystem:
             raise ValueError(f"{name} entries must be +1 or -1")
         return state
 
+    def _states_batch(self, states) -> tuple[np.ndarray, tuple[int, ...]]:
+        """Read-only view ``int8 [B, L, L]`` of ``states [..., L, L]`` and the leading shape."""
+        if not isinstance(states, np.ndarray) or states.dtype != np.int8:
+            got = f"{type(states).__name__} {getattr(states, 'dtype', '')}".strip()
+            raise TypeError(f"states must be an int8 numpy array of shape (..., {self.L}, {self.L}), got {got}")
+        if states.ndim < 2 or states.shape[-2:] != (self.L, self.L):
+            raise ValueError(f"states must have shape (..., {self.L}, {self.L}), got {states.shape}")
+        if np.any(np.abs(states) != 1):
+            raise ValueError("states entries must be +1 or -1")
+        return states.reshape(-1, self.L, self.L), states.shape[:-2]
+
+    def generator_moments(self, states) -> tuple[np.ndarray, np.ndarray]:
+        """Exact instantaneous drift and diffusion of the macroscopic observables.
+
+        For a microstate x the Glauber generator gives b(x) = Σ_i w_i Δz_i (the drift d⟨z⟩/dt,
+        in observable units per Glauber time) and a(x) = Σ_i w_i Δz_i Δz_iᵀ (the diffusion
+        matrix σσᵀ, per Glauber time), summed over all single flips i with rate w_i and change
+        Δz_i of the observables z (Ising2D: (m, ρ_dw); CurieWeiss: (m,)). No sampling noise: the
+        reference against which partial-evolution data and a fitted SDE can be checked (a fitted
+        μ(z) estimates the mean of b over the microstates with that z).
+
+        ``states`` int8 [..., L, L]; returns ``(drift [..., d], diffusion [..., d, d])``.
+        """
+        batch, lead = self._states_batch(states)
+        rates, changes = self._flip_rates_and_changes(batch)          # [B, N], [B, N, d]
+        drift = np.einsum("bn,bnk->bk", rates, changes)
+        diffusion = np.einsum("bn,bnk,bnl->bkl", rates, changes, changes)
+        d = changes.shape[-1]
+        return drift.reshape(*lead, d), diffusion.reshape(*lead, d, d)
+
+    def _flip_rates_and_changes(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
     def _check_region(self, region) -> Region:
         if region is None:
             return (0, 0, self.L, self.L)
@@ -263,6 +296,15 @@ class CurieWeiss(_GlauberSpinSystem):
         rates = _glauber._heat_bath(self.beta * np.array([de_up, de_down]))
         return float(rates[0]), float(rates[1])
 
+    def _flip_rates_and_changes(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rates [B, N] of every single flip and the change of m it makes [B, N, 1]."""
+        spins = batch.reshape(len(batch), -1).astype(np.float64)
+        n = self.n_sites
+        up_count = (spins > 0).sum(axis=1)
+        rate_up, rate_down = self.rate_tables(n)
+        rates = np.where(spins > 0, rate_up[up_count][:, None], rate_down[up_count][:, None])
+        return rates, (-2.0 * spins / n)[..., None]
+
     def _run_windows(self, states, origins, height, width, periodic, max_events, t_end, seeds):
         n_field = height * width if periodic else self.n_sites
         rate_up, rate_down = self.rate_tables(n_field)
@@ -296,6 +338,17 @@ class Ising2D(_GlauberSpinSystem):
         if key not in self._topologies:
             self._topologies[key] = _glauber.window_neighbours(self.L, height, width, periodic)
         return self._topologies[key]
+
+    def _flip_rates_and_changes(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rates [B, N] of every single flip and the changes of (m, ρ_dw) it makes [B, N, 2]:
+        Δm = −2 s_i / N, Δρ_dw = s_i n_i / 2N (n_i = neighbour sum; 2N bonds)."""
+        s = batch.astype(np.int64)
+        nsum = (np.roll(s, 1, -1) + np.roll(s, -1, -1) + np.roll(s, 1, -2) + np.roll(s, -1, -2))
+        classes = 5 * (s > 0) + (nsum + 4) // 2
+        n = self.n_sites
+        rates = self.class_rates[classes].reshape(len(batch), -1)
+        changes = np.stack([-2.0 * s / n, s * nsum / (2.0 * n)], axis=-1)
+        return rates, changes.reshape(len(batch), n, 2)
 
     def _run_windows(self, states, origins, height, width, periodic, max_events, t_end, seeds):
         nbr = self._neighbours(height, width, periodic)
