@@ -158,8 +158,7 @@ def _evolve_chunk(system: Any, snapshots: np.ndarray, start: int, stop: int, *, 
     the means over the draws.
     """
     B, R = stop - start, n_draws
-    states = np.repeat(np.asarray(snapshots[start:stop], dtype=np.int8), R, axis=0)
-    states = np.ascontiguousarray(states)
+    states = np.repeat(np.asarray(snapshots[start:stop], dtype=np.int8), R, axis=0)  # a fresh copy
     L = states.shape[-1]
     keys = sample_keys(seed, np.arange(start, stop), "partial-evolution")
     per_draw = _draw_keys(keys, R).reshape(B * R, 2)

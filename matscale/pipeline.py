@@ -288,7 +288,7 @@ def _upsample(cfg: RunConfig, p: int, small_dir: Path, folder: Path, progress: b
         system = make_system(cfg, L)
         extra = np.stack([system.random_state(rng) for _ in range(up.n_random)]).astype(np.int8)
         if up.random_relax > 0:
-            _quench(system, extra, p, up, seed=[up.seed, p, 3])
+            _quench(system, extra, up, p)
         configs = np.concatenate([configs, extra])
     is_random = np.zeros(len(configs), dtype=bool)
     is_random[len(configs) - up.n_random:] = up.n_random > 0
@@ -301,7 +301,7 @@ def _upsample(cfg: RunConfig, p: int, small_dir: Path, folder: Path, progress: b
 _QUENCH_GROUPS = 8
 
 
-def _quench(system: Any, configs: np.ndarray, p: int, up: Any, seed: list[int]) -> None:
+def _quench(system: Any, configs: np.ndarray, up: Any, p: int) -> None:
     """LocalRelax random configurations in place, group g of ``_QUENCH_GROUPS`` (round robin) for
     window duration ``up.random_relax * g / (groups - 1)``: states along the initial decay."""
     from matscale.io import sample_keys
@@ -309,12 +309,12 @@ def _quench(system: Any, configs: np.ndarray, p: int, up: Any, seed: list[int]) 
 
     for g in range(1, _QUENCH_GROUPS):
         members = np.arange(g, len(configs), _QUENCH_GROUPS)
-        if len(members) == 0:
+        if len(members) == 0:  # fewer random configurations than groups
             continue
-        block = np.ascontiguousarray(configs[members])
+        block = configs[members]  # a C-contiguous copy
         local_relax(system, block, window=up.window or p, stride=up.stride or None,
                     duration=up.random_relax * g / (_QUENCH_GROUPS - 1),
-                    seeds=sample_keys(seed[0], members, "quench", *seed[1:]))
+                    seeds=sample_keys(up.seed, members, "quench", p, 3))
         configs[members] = block
 
 
@@ -401,10 +401,9 @@ def _encode(cfg: RunConfig, p: int, up_dir: Path, partial_dir: Path, closure_dir
         d_closure = model.arch.d_closure
         before = _encode_draws(model, pairs["patch_before"])
         after = _encode_draws(model, pairs["patch_after"])
-        naive_patches = pairs.get("patch_after_naive")
-        if naive_patches is None:  # no naive pairs of their own: the first draw's patch
-            naive_patches = pairs["patch_after"][:, 0] if pairs["patch_after"].ndim == 4 else pairs["patch_after"]
-        after_naive = _encode_draws(model, naive_patches)
+        # (without naive pairs of their own z1_naive is never fitted; reuse the codes)
+        after_naive = (_encode_draws(model, pairs["patch_after_naive"])
+                       if "patch_after_naive" in pairs else after)
         z0_closure = np.repeat(model.encode(_load_configs(up_dir)), cfg.partial.pairs_per_config, axis=0)
         z0 = np.concatenate([z0, z0_closure], axis=1)
         delta = np.concatenate([delta, after - before], axis=1)

@@ -55,3 +55,14 @@ def test_heun_is_rejected_where_undefined(ou_pairs):
     with pytest.raises(ValueError, match="drift_scheme"):
         fit_sde(z0[:100], z1[:100], DT, drift_scheme="heun", progress=False,
                 drift_prior=lambda z, p: torch.zeros_like(z))
+
+
+@pytest.mark.parametrize("kind", ["cholesky", "diagonal", "constant_diagonal"])
+def test_drift_only_evaluation_equals_the_joint_one(kind):
+    """The Heun end point evaluates the drift network alone; it is the drift of the joint pass."""
+    from matscale.sde.models import SDEModel
+
+    torch.manual_seed(0)
+    model = SDEModel(3, 1, diffusion=kind, hidden=(8, 8))
+    u, p = torch.randn(6, 3), torch.randn(6, 1)
+    torch.testing.assert_close(model.standardized_drift(u, p), model.standardized(u, p)[0])

@@ -83,6 +83,13 @@ class TwinMLP(nn.Module):
             h = self.act(torch.baddbmm(b, h, w))
         return self.out_a(h[0]), self.out_b(h[1])
 
+    def forward_a(self, x: torch.Tensor) -> torch.Tensor:
+        """The first network alone: ``out_a`` of :meth:`forward`, at half the cost."""
+        h = x
+        for w, b in zip(self.weights, self.biases):
+            h = self.act(torch.addmm(b[0], h, w[0]))
+        return self.out_a(h)
+
 
 class MLP(nn.Module):
     """Plain MLP n_in -> hidden... -> n_out (used when the diffusion is constant)."""
@@ -191,6 +198,12 @@ class SDEModel(nn.Module):
             raw_mu, raw_sigma = self.drift_net(x), None
         mu = raw_mu * self.drift_scale + x @ self.drift_linear + self.drift_offset
         return mu, self._sigma_from_raw(raw_sigma, u.shape[0])
+
+    def standardized_drift(self, u: torch.Tensor, p_std: torch.Tensor | None = None) -> torch.Tensor:
+        """The network drift of :meth:`standardized` without evaluating the diffusion."""
+        x = self.inputs(u, p_std)
+        raw_mu = self.net.forward_a(x) if self.net is not None else self.drift_net(x)
+        return raw_mu * self.drift_scale + x @ self.drift_linear + self.drift_offset
 
     def _sigma_from_raw(self, raw: torch.Tensor | None, batch: int) -> torch.Tensor:
         d, scale = self.dim, self.diff_scale

@@ -188,7 +188,7 @@ class _BatchLoss:
             return self._milstein(u0, du, s, p_std, create_graph)
         mu, sigma = m.standardized(u0, p_std)
         if self.heun:  # mean increment of one Heun step: s (mu(u0) + mu(u0 + mu s)) / 2
-            mu_end, _ = m.standardized(u0 + mu * s.unsqueeze(-1), p_std)
+            mu_end = m.standardized_drift(u0 + mu * s.unsqueeze(-1), p_std)
             mu = 0.5 * (mu + mu_end)
         jitter = self.jitter_rel * m.diff_scale.square() if self.structure == "general" else None
         return em_nll(du, s, mu, sigma, structure=self.structure, lam=self.lam, jitter=jitter)

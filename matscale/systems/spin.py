@@ -130,31 +130,25 @@ class _GlauberSpinSystem:
         rng.shuffle(flat)
         return flat.reshape(self.L, self.L)
 
-    def _check_state(self, state, name: str = "state", batched: bool = False) -> np.ndarray:
-        shape = (self.L, self.L)
+    def _check_spins(self, state, name: str, ndim: int | None, expected: str) -> np.ndarray:
+        """int8 array of shape (..., L, L) (exactly ``ndim`` axes unless None) holding ±1."""
         if not isinstance(state, np.ndarray) or state.dtype != np.int8:
             got = f"{type(state).__name__} {getattr(state, 'dtype', '')}".strip()
             raise TypeError(f"{name} must be an int8 numpy array of shape (..., {self.L}, "
                             f"{self.L}), got {got}")
-        if (state.ndim != (3 if batched else 2)) or state.shape[-2:] != shape:
-            expected = f"(B, {self.L}, {self.L})" if batched else f"({self.L}, {self.L})"
+        if (state.ndim < 2 or (ndim is not None and state.ndim != ndim)
+                or state.shape[-2:] != (self.L, self.L)):
             raise ValueError(f"{name} must have shape {expected}, got {state.shape}")
-        if not state.flags.c_contiguous or not state.flags.writeable:
-            raise ValueError(f"{name} must be a writeable C-contiguous array (evolved in place)")
         if np.any(np.abs(state) != 1):
             raise ValueError(f"{name} entries must be +1 or -1")
         return state
 
-    def _states_batch(self, states) -> tuple[np.ndarray, tuple[int, ...]]:
-        """Read-only view ``int8 [B, L, L]`` of ``states [..., L, L]`` and the leading shape."""
-        if not isinstance(states, np.ndarray) or states.dtype != np.int8:
-            got = f"{type(states).__name__} {getattr(states, 'dtype', '')}".strip()
-            raise TypeError(f"states must be an int8 numpy array of shape (..., {self.L}, {self.L}), got {got}")
-        if states.ndim < 2 or states.shape[-2:] != (self.L, self.L):
-            raise ValueError(f"states must have shape (..., {self.L}, {self.L}), got {states.shape}")
-        if np.any(np.abs(states) != 1):
-            raise ValueError("states entries must be +1 or -1")
-        return states.reshape(-1, self.L, self.L), states.shape[:-2]
+    def _check_state(self, state, name: str = "state", batched: bool = False) -> np.ndarray:
+        expected = f"(B, {self.L}, {self.L})" if batched else f"({self.L}, {self.L})"
+        self._check_spins(state, name, 3 if batched else 2, expected)
+        if not state.flags.c_contiguous or not state.flags.writeable:
+            raise ValueError(f"{name} must be a writeable C-contiguous array (evolved in place)")
+        return state
 
     def generator_moments(self, states) -> tuple[np.ndarray, np.ndarray]:
         """Exact instantaneous drift and diffusion of the macroscopic observables.
@@ -168,7 +162,8 @@ class _GlauberSpinSystem:
 
         ``states`` int8 [..., L, L]; returns ``(drift [..., d], diffusion [..., d, d])``.
         """
-        batch, lead = self._states_batch(states)
+        states = self._check_spins(states, "states", None, f"(..., {self.L}, {self.L})")
+        batch, lead = states.reshape(-1, self.L, self.L), states.shape[:-2]
         rates, changes = self._flip_rates_and_changes(batch)          # [B, N], [B, N, d]
         drift = np.einsum("bn,bnk->bk", rates, changes)
         diffusion = np.einsum("bn,bnk,bnl->bkl", rates, changes, changes)
