@@ -13,7 +13,7 @@ from typing import Sequence
 
 from matscale import __version__
 from matscale.config import ConfigError, load_config, quick_config
-from matscale.pipeline import SPIN_STAGES
+from matscale.pipeline import STAGE_NAMES
 
 EXIT_USAGE = 2
 
@@ -45,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true",
                      help="use the embedded small default (matscale/data/quick.toml) when no CONFIG")
     run.add_argument("--force-stage", action="append", default=[], metavar="STAGE",
-                     choices=list(SPIN_STAGES) + ["fit_pairs"],
+                     choices=list(STAGE_NAMES) + ["fit_pairs"],
                      help="recompute STAGE (and everything after it) even if its output exists; repeatable")
-    run.add_argument("--stop-after", metavar="STAGE", choices=list(SPIN_STAGES),
+    run.add_argument("--stop-after", metavar="STAGE", choices=list(STAGE_NAMES),
                      help="stop once STAGE is finished")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     val = sub.add_parser("validate", help="check a configuration file and print a summary")
@@ -60,9 +60,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if cfg.workflow == "fit":
         print(f"OK: workflow=fit, pairs={cfg.fit.pairs}, loss={cfg.fit.loss}, lam={cfg.fit.lam}")
     else:
-        s = cfg.system
         ks = ", ".join(f"p={p} (K={cfg.n_patches(p)})" for p in cfg.patch_sides)
-        print(f"OK: {s.kind} L={s.L} T={s.T} h={s.h}; {ks}; closure dim={cfg.closure.dim}; "
+        print(f"OK: {cfg.system.describe()}; {ks}; closure dim={cfg.closure.dim}; "
               f"train.method={cfg.train.method}")
     return 0
 

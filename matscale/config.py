@@ -2,17 +2,19 @@
 
 Two workflows exist:
 
-``workflow = "spin"`` (default)
-    The scalable pipeline of arXiv 2511.12842 for the lattice spin systems: small-system
+``workflow = "pipeline"`` (default; ``"spin"`` is accepted as its former name)
+    The scalable pipeline of arXiv 2511.12842 for any registered system: small-system
     simulation -> hierarchical upsampling -> partial evolution -> closure -> SDE fit ->
     direct large-system reference -> evaluation -> plots. Sections: ``[system]``, ``[small]``,
     ``[upsampling]``, ``[partial]``, ``[closure]``, ``[train]``, ``[reference]``, ``[evaluate]``.
+    ``[system]`` and ``[reference]`` are a tagged union on ``system.kind``: their fields and
+    checks come from :mod:`matscale.systems.registry`.
 ``workflow = "fit"``
     Fit one SDE to a pairs file (``.npz`` or ``.h5`` holding ``z0``, ``z1``, ``dt`` and optionally
     ``params``). Section: ``[fit]``.
 
-Units: spin models use reduced units (J = k_B = 1); times are Glauber time (one attempted flip
-per spin per unit time). Every validation failure raises :class:`ConfigError` with a one-line
+Units are those of the system (:mod:`matscale.systems.registry`): spin models use reduced
+units and Glauber time, the alloy eV, Å, K and a scaled vacancy clock. Every validation failure raises :class:`ConfigError` with a one-line
 message naming the field (``section.key``) and the allowed range.
 """
 from __future__ import annotations
@@ -30,14 +32,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-SYSTEM_KINDS = ("curie_weiss", "ising")
 UPSAMPLE_MODES = ("duplicate", "tile", "tile_matched")
 BOUNDARIES = ("frozen", "periodic")
 NORMALIZATIONS = ("minmax", "zscore")
 TRAIN_METHODS = ("ours", "naive", "both")
 LOSSES = ("em", "milstein", "partial")
 DIFFUSIONS = ("diagonal", "cholesky", "spd", "constant", "constant_diagonal")
-WORKFLOWS = ("spin", "fit")
+WORKFLOWS = ("pipeline", "fit")
+_WORKFLOW_ALIASES = {"spin": "pipeline"}
 
 
 class ConfigError(ValueError):
@@ -48,22 +50,11 @@ class ConfigError(ValueError):
 # Typed sections
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class SystemConfig:
-    """The large microscopic system. ``L`` is the box side (n = L**2 sites), ``T`` the
-    temperature (k_B = 1), ``h`` the external field and ``J`` the coupling (reduced units)."""
-
-    kind: str
-    L: int
-    T: float
-    h: float = 0.0
-    J: float = 1.0
-
-
-@dataclass(frozen=True)
 class SmallConfig:
-    """Small-system simulations of side ``p`` (n_s = p**2; several values run one sub-pipeline
-    each). ``n_runs`` independent runs from magnetizations m0 ~ U(-1, 1), each recording
-    ``n_sweeps`` snapshots spaced by ``sweep_time`` Glauber time units after the initial one."""
+    """Small-system simulations of side ``p`` cells per axis (several values run one sub-pipeline
+    each). ``n_runs`` independent runs from the system's random initial states (spins: m0 ~
+    U(-1, 1)), per training parameter (alloy: temperature), each recording ``n_sweeps``
+    snapshots spaced by ``sweep_time`` time units after the initial one."""
 
     p: tuple[int, ...]
     n_runs: int = 100
@@ -170,18 +161,6 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class ReferenceConfig:
-    """Direct large-system reference runs, used ONLY for evaluation: ``n_runs`` replicas from each
-    initial magnetization, recorded every ``grid_dt`` Glauber time units up to ``duration``."""
-
-    magnetizations: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5)
-    n_runs: int = 200
-    duration: float = 200.0
-    grid_dt: float = 2.0
-    seed: int = 5
-
-
-@dataclass(frozen=True)
 class EvaluateConfig:
     """Evaluation of the fitted SDE against the reference: ``n_paths`` predicted paths per initial
     magnetization (>= 200 recommended), the paper's metric also on ``paper_paths`` paths, EM with
@@ -216,15 +195,15 @@ class FitConfig:
 class RunConfig:
     """A whole validated configuration. ``source`` is the folder relative paths resolve from."""
 
-    workflow: str = "spin"
+    workflow: str = "pipeline"
     name: str = ""
-    system: SystemConfig | None = None
+    system: Any = None
     small: SmallConfig | None = None
     upsampling: UpsamplingConfig = field(default_factory=UpsamplingConfig)
     partial: PartialConfig = field(default_factory=PartialConfig)
     closure: ClosureConfig = field(default_factory=ClosureConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    reference: Any = None
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     fit: FitConfig | None = None
     source: str = "."
@@ -232,12 +211,17 @@ class RunConfig:
     # -- conveniences -------------------------------------------------------------------------
     @property
     def patch_sides(self) -> tuple[int, ...]:
-        """The patch sides p of the spin sub-pipelines."""
+        """The patch sides p (cells per axis) of the sub-pipelines."""
         return self.small.p if self.small is not None else ()
 
+    @property
+    def grid_dim(self) -> int:
+        """Grid axes of the system's states (2 for square spin lattices, 3 for the alloy)."""
+        return self.system.grid_dim
+
     def n_patches(self, p: int) -> int:
-        """K = (L / p)**2."""
-        return (self.system.L // p) ** 2
+        """K = (size / p) ** grid_dim."""
+        return (self.system.size // p) ** self.grid_dim
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists); ``source`` is left out."""
@@ -253,14 +237,14 @@ class RunConfig:
 # ----------------------------------------------------------------------------------------------
 # Validation machinery
 # ----------------------------------------------------------------------------------------------
-_SECTION_TYPES: dict[str, type] = {
-    "system": SystemConfig,
+_SECTION_TYPES: dict[str, type | None] = {
+    "system": None,      # tagged union on system.kind (matscale.systems.registry)
     "small": SmallConfig,
     "upsampling": UpsamplingConfig,
     "partial": PartialConfig,
     "closure": ClosureConfig,
     "train": TrainConfig,
-    "reference": ReferenceConfig,
+    "reference": None,   # tagged union on system.kind
     "evaluate": EvaluateConfig,
     "fit": FitConfig,
 }
@@ -288,6 +272,9 @@ def _coerce(where: str, value: Any, annotation: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {_type_name(value)} {value!r}")
         return value
+    if ann.startswith("tuple[str"):
+        items = value if isinstance(value, list) else [value]
+        return tuple(_coerce(f"{where}[{i}]", v, "str") for i, v in enumerate(items))
     if ann.startswith("tuple[int"):
         items = value if isinstance(value, list) else [value]
         return tuple(_coerce(f"{where}[{i}]", v, "int") for i, v in enumerate(items))
@@ -297,8 +284,8 @@ def _coerce(where: str, value: Any, annotation: str) -> Any:
     raise TypeError(f"internal: unsupported annotation {annotation!r} for {where}")  # pragma: no cover
 
 
-def _build_section(name: str, raw: Any) -> Any:
-    cls = _SECTION_TYPES[name]
+def _build_section(name: str, raw: Any, cls: type | None = None) -> Any:
+    cls = cls or _SECTION_TYPES[name]
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[{name}] must be a table, got {_type_name(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -338,35 +325,29 @@ def _is_power_of(n: int, base: int) -> bool:
     return n == 1
 
 
-def _check_spin(cfg: RunConfig) -> None:
+def _check_pipeline(cfg: RunConfig) -> None:
+    from matscale.systems.registry import get_kind
+
     s, sm, up, pa, cl, tr, ref, ev = (
         cfg.system, cfg.small, cfg.upsampling, cfg.partial, cfg.closure, cfg.train,
         cfg.reference, cfg.evaluate,
     )
-    _require(s is not None, "missing section [system] (required for workflow='spin')")
-    _require(sm is not None, "missing section [small] (required for workflow='spin')")
-    _choice("system.kind", s.kind, SYSTEM_KINDS)
-    _require(s.L >= 4, f"system.L={s.L} out of range (allowed: >= 4)")
-    _positive("system.T", s.T)
-    _require(s.J != 0, "system.J=0 out of range (allowed: nonzero)")
+    _require(s is not None, "missing section [system] (required for workflow='pipeline')")
+    _require(sm is not None, "missing section [small] (required for workflow='pipeline')")
+    size, unit = s.size, ("system.L" if hasattr(s, "L") else "system.cells")
     _require(len(sm.p) >= 1, "small.p must list at least one patch side")
     _require(len(set(sm.p)) == len(sm.p), f"small.p={list(sm.p)} has duplicates (allowed: distinct)")
     _choice("upsampling.mode", up.mode, UPSAMPLE_MODES)
     _require(up.factor >= 2, f"upsampling.factor={up.factor} out of range (allowed: >= 2)")
     for p in sm.p:
-        _require(
-            p >= 2 and s.L % p == 0,
-            f"small.p={p}: n_s = p^2 must divide n = L^2 (allowed: p >= 2 dividing system.L={s.L})",
-        )
-        _require(
-            _is_power_of(s.L // p, up.factor),
-            f"small.p={p}: L/p={s.L // p} must be a power of upsampling.factor={up.factor}",
-        )
+        _require(p >= 2 and size % p == 0,
+                 f"small.p={p}: the small box must tile the large one (allowed: p >= 2 dividing {unit}={size})")
+        _require(_is_power_of(size // p, up.factor),
+                 f"small.p={p}: {unit}/p={size // p} must be a power of upsampling.factor={up.factor}")
         if up.window:
-            _require(
-                up.window <= s.L,
-                f"upsampling.window={up.window} out of range (allowed: 0 or 1..{s.L})",
-            )
+            _require(up.window <= size,
+                     f"upsampling.window={up.window} out of range (allowed: 0 or 1..{size})")
+    get_kind(s.kind).check(cfg)
     _positive("small.n_runs", sm.n_runs)
     _positive("small.n_sweeps", sm.n_sweeps)
     _positive("small.sweep_time", sm.sweep_time)
@@ -383,10 +364,6 @@ def _check_spin(cfg: RunConfig) -> None:
     _choice("partial.boundary", pa.boundary, BOUNDARIES)
     _positive("partial.chunk_size", pa.chunk_size)
     _positive("closure.dim", cl.dim, allow_zero=True)
-    if s.kind == "curie_weiss":
-        # m is the only macroscopic variable of the mean-field model; domain walls are meaningless.
-        _require(cl.dim == 0,
-                 f"closure.dim={cl.dim} out of range for system.kind='curie_weiss' (allowed: 0)")
     _positive("closure.epochs", cl.epochs)
     _positive("closure.batch_size", cl.batch_size)
     _positive("closure.lr", cl.lr)
@@ -397,10 +374,6 @@ def _check_spin(cfg: RunConfig) -> None:
     _choice("train.method", tr.method, TRAIN_METHODS)
     _choice("train.drift_scheme", tr.drift_scheme, ("euler", "heun"))
     _positive("train.lam", tr.lam, allow_zero=True)
-    _require(len(ref.magnetizations) >= 1, "reference.magnetizations must list at least one value")
-    for i, m0 in enumerate(ref.magnetizations):
-        _require(-1.0 <= m0 <= 1.0,
-                 f"reference.magnetizations[{i}]={m0} out of range (allowed: -1..1)")
     _positive("reference.n_runs", ref.n_runs)
     _positive("reference.duration", ref.duration)
     _positive("reference.grid_dt", ref.grid_dt)
@@ -449,11 +422,20 @@ def config_from_dict(raw: Mapping[str, Any], *, source: str | Path = ".") -> Run
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"unknown key '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
-    workflow = _coerce("workflow", raw.get("workflow", "spin"), "str")
+    workflow = _coerce("workflow", raw.get("workflow", "pipeline"), "str")
+    workflow = _WORKFLOW_ALIASES.get(workflow, workflow)
     _choice("workflow", workflow, WORKFLOWS)
     name = _coerce("name", raw.get("name", ""), "str")
-    sections = {k: _build_section(k, v) for k, v in raw.items() if k in _SECTION_TYPES}
-    if workflow == "spin" and "fit" in sections:
+    if workflow == "fit":
+        extra = sorted(set(raw) & set(_SECTION_TYPES) - {"fit"})
+        if extra:
+            raise ConfigError(f"section [{extra[0]}] is not allowed with workflow='fit' (allowed: [fit])")
+    kind_entry = _system_kind(raw) if workflow == "pipeline" else None
+    union = ({"system": kind_entry.system_config, "reference": kind_entry.reference_config}
+             if kind_entry is not None else {})
+    sections = {k: _build_section(k, v, union.get(k)) for k, v in raw.items()
+                if k in _SECTION_TYPES and (k in union or _SECTION_TYPES[k] is not None)}
+    if workflow == "pipeline" and "fit" in sections:
         raise ConfigError("section [fit] is only allowed with workflow='fit'")
     if workflow == "fit":
         extra = sorted(set(sections) - {"fit"})
@@ -461,8 +443,8 @@ def config_from_dict(raw: Mapping[str, Any], *, source: str | Path = ".") -> Run
             raise ConfigError(f"section [{extra[0]}] is not allowed with workflow='fit' (allowed: [fit])")
     system = sections.get("system")
     closure = sections.get("closure", ClosureConfig())
-    if (system is not None and system.kind == "curie_weiss"
-            and "dim" not in (raw.get("closure") or {})):
+    if system is not None and not getattr(system, "supports_closure", True) \
+            and "dim" not in (raw.get("closure") or {}):
         closure = dataclasses.replace(closure, dim=0)
     cfg = RunConfig(
         workflow=workflow, name=name, system=system, small=sections.get("small"),
@@ -470,15 +452,27 @@ def config_from_dict(raw: Mapping[str, Any], *, source: str | Path = ".") -> Run
         partial=sections.get("partial", PartialConfig()),
         closure=closure,
         train=sections.get("train", TrainConfig()),
-        reference=sections.get("reference", ReferenceConfig()),
+        reference=sections.get("reference", kind_entry.reference_config() if kind_entry else None),
         evaluate=sections.get("evaluate", EvaluateConfig()),
         fit=sections.get("fit"), source=str(source),
     )
-    if workflow == "spin":
-        _check_spin(cfg)
+    if workflow == "pipeline":
+        _check_pipeline(cfg)
     else:
         _check_fit(cfg)
     return cfg
+
+
+def _system_kind(raw: Mapping[str, Any]) -> Any:
+    """The registry entry named by ``system.kind`` (checked before the sections are built)."""
+    from matscale.systems.registry import get_kind
+
+    system = raw.get("system")
+    if not isinstance(system, Mapping):
+        raise ConfigError("missing section [system] (required for workflow='pipeline')")
+    if "kind" not in system:
+        raise ConfigError("missing required key 'system.kind'")
+    return get_kind(_coerce("system.kind", system["kind"], "str"))
 
 
 def loads_config(text: str, *, source: str | Path = ".") -> RunConfig:

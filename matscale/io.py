@@ -45,6 +45,10 @@ __all__ = [
     "child_keys",
     "fingerprint",
     "canonical_json",
+    "write_h5",
+    "read_h5",
+    "h5_meta",
+    "json_dump",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -395,3 +399,45 @@ def load(path: str | os.PathLike, group: str | None = None) -> tuple[dict[str, n
                 arrays[name] = item[:stop] if stop is not None and item.ndim else item[()]
         meta["dataset_units"] = {n: str(g[n].attrs["units"]) for n in arrays if "units" in g[n].attrs}
     return arrays, meta
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-array files of the pipeline stages (HDF5 with JSON metadata) and JSON records
+# --------------------------------------------------------------------------------------------
+def write_h5(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
+             units: Mapping[str, str] | None = None) -> None:
+    """Write arrays (chunked, lzf-compressed when large) plus a JSON ``meta`` attribute."""
+    with h5py.File(path, "w") as f:
+        f.attrs["meta"] = json.dumps({"matscale_version": __version__, **meta}, default=_json_default)
+        for name, value in arrays.items():
+            value = np.asarray(value)
+            big = value.ndim >= 1 and value.nbytes > (1 << 20)
+            ds = f.create_dataset(name, data=value, compression="lzf" if big else None,
+                                  chunks=True if big else None)
+            ds.attrs["units"] = (units or {}).get(name, "")
+
+
+def read_h5(path: str | os.PathLike, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """The named datasets (default all) of an HDF5 file written by :func:`write_h5`."""
+    with h5py.File(path, "r") as f:
+        keys = list(f.keys()) if names is None else list(names)
+        return {k: f[k][()] for k in keys}
+
+
+def h5_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON ``meta`` attribute of an HDF5 file written by :func:`write_h5`."""
+    with h5py.File(path, "r") as f:
+        return json.loads(f.attrs["meta"])
+
+
+def json_dump(obj: Any, path: str | os.PathLike) -> None:
+    """Write ``obj`` as indented JSON (numpy arrays and scalars become lists and numbers)."""
+    Path(path).write_text(json.dumps(obj, indent=2, default=_json_default), encoding="utf-8")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

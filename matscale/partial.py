@@ -1,9 +1,11 @@
 """Partial evolution: training pairs for the large system from patch-sized simulations.
 
-For every large snapshot x_t (side L) one patch I of side p is drawn uniformly from the
-K = (L/p)**2 non-overlapping patches, and only that patch is evolved for δt with the exterior
-frozen (``boundary="frozen"``: the exterior is the true boundary condition; ``"periodic"``
-evolves the patch as an isolated periodic box, as the paper code did for Ising).
+For every large snapshot x_t (side L cells) one patch I of side p is drawn uniformly from the
+K = (L/p)**grid_dim non-overlapping patches (:mod:`matscale.geometry`), and only that patch is
+evolved for δt with the exterior frozen (``boundary="frozen"``: the exterior is the true
+boundary condition; ``"periodic"`` evolves the patch as an isolated periodic box where the
+system offers it, as the paper code did for Ising). What "evolving a patch" means is the
+system's ``evolve_windows`` (the alloy moves the vacancies that start inside the patch).
 
 Budget: a fixed ``duration`` δt (default ``DEFAULT_DURATION`` = 1 system time unit; spin
 systems: one attempt per site) or a fixed number of events ``n_events`` (the paper's p**2,
@@ -20,10 +22,10 @@ Stored per sample i (``d`` = number of observables):
 ``z0``                    float64 [d]                φ(x_t), global observables of the large config
 ``delta``                 float64 [d]                K·(φ(x_{t+δt}) − φ(x_t)): the patch-share increment
 ``dt``                    float64                    elapsed time δt (system time unit)
-``patch_index``           int64                      I, row-major patch number (see ``systems.base``)
+``patch_index``           int64                      I, row-major patch number (see ``matscale.geometry``)
 ``z1_naive``              float64 [d]                φ_P(patch after): the observable of the evolved
                                                      patch alone (periodic wrap), the paper's naive target
-``patch_before/after``    int8 [p, p]                the patch configuration (optional), so a closure
+``patch_before/after``    [p, ..., p, *cell]         the patch configuration (optional), so a closure
                                                      encoder can add its own increments E(after)−E(before)
 ========================  =========================  ==============================================
 
@@ -47,10 +49,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from matscale import __version__
+from matscale import __version__, geometry
 from matscale.io import ChunkedWriter, Field, child_keys, fingerprint, sample_keys, uniform_index
 from matscale.io import progress as _progress_bar
-from matscale.systems.base import n_patches
 from matscale.upsampling import system_metadata
 
 DEFAULT_DURATION = 1.0  # system time units
@@ -108,26 +109,14 @@ class PartialEvolutionData:
         return out
 
 
-def patch_origins(patch_index: np.ndarray, L: int, p: int) -> np.ndarray:
-    """Top-left corners ``int64 [B, 2]`` of patches ``patch_index [B]`` (row-major numbering)."""
-    per_side = L // p
-    idx = np.asarray(patch_index, dtype=np.int64)
-    return np.stack(((idx // per_side) * p, (idx % per_side) * p), axis=-1)
+def patch_origins(patch_index: np.ndarray, L: int, p: int, grid_dim: int = 2) -> np.ndarray:
+    """Origins ``int64 [B, grid_dim]`` of patches ``patch_index [B]`` (row-major numbering)."""
+    return geometry.patch_origins(patch_index, L, p, grid_dim)
 
 
 def extract_patches(states: np.ndarray, origins: np.ndarray, p: int) -> np.ndarray:
-    """Copies of the ``p x p`` blocks of ``states [B, L, L]`` at ``origins [B, 2]`` (wrapping)."""
-    B, L, _ = states.shape
-    offsets = np.arange(p)
-    rows = (origins[:, 0, None] + offsets) % L
-    cols = (origins[:, 1, None] + offsets) % L
-    return states[np.arange(B)[:, None, None], rows[:, :, None], cols[:, None, :]]
-
-
-def _default_observables() -> tuple[Observables, tuple[str, ...]]:
-    from matscale.observables import SPIN_OBSERVABLE_NAMES, spin_observables
-
-    return spin_observables, tuple(SPIN_OBSERVABLE_NAMES)
+    """Copies of the side-``p`` blocks of ``states [B, *grid, *cell]`` at ``origins [B, dim]``."""
+    return geometry.extract_blocks(states, origins, p, np.shape(origins)[-1])
 
 
 def _observable_matrix(observables: Observables, states: np.ndarray) -> np.ndarray:
@@ -158,17 +147,17 @@ def _evolve_chunk(system: Any, snapshots: np.ndarray, start: int, stop: int, *, 
     the means over the draws.
     """
     B, R = stop - start, n_draws
-    states = np.repeat(np.asarray(snapshots[start:stop], dtype=np.int8), R, axis=0)  # a fresh copy
-    L = states.shape[-1]
+    states = np.repeat(np.asarray(snapshots[start:stop], dtype=system.state_dtype), R, axis=0)  # a fresh copy
+    L, d = states.shape[1], system.grid_dim
     keys = sample_keys(seed, np.arange(start, stop), "partial-evolution")
     per_draw = _draw_keys(keys, R).reshape(B * R, 2)
     patch_index = uniform_index(per_draw[:, 0], K)
-    origins = patch_origins(patch_index, L, p)
-    before = extract_patches(states, origins, p)
+    origins = geometry.patch_origins(patch_index, L, p, d)
+    before = geometry.extract_blocks(states, origins, p, d)
     z0 = _observable_matrix(observables, states[::R])
-    elapsed = system.evolve_windows(states, origins[:, None, :], (p, p), n_events=n_events,
+    elapsed = system.evolve_windows(states, origins[:, None, :], p, n_events=n_events,
                                     duration=duration, boundary=boundary, seeds=per_draw[:, 1])
-    after = extract_patches(states, origins, p)
+    after = geometry.extract_blocks(states, origins, p, d)
     z1 = _observable_matrix(observables, states).reshape(B, R, -1)
     shape = (B, R) if R > 1 else (B,)
     chunk = {"z0": z0, "delta": K * (z1 - z0[:, None, :]).mean(axis=1),
@@ -176,8 +165,8 @@ def _evolve_chunk(system: Any, snapshots: np.ndarray, start: int, stop: int, *, 
              "patch_index": patch_index.reshape(shape),
              "z1_naive": _observable_matrix(observables, after[::R])}
     if store_patches:
-        chunk["patch_before"] = before.reshape(*shape, p, p)
-        chunk["patch_after"] = after.reshape(*shape, p, p)
+        chunk["patch_before"] = before.reshape(*shape, *before.shape[1:])
+        chunk["patch_after"] = after.reshape(*shape, *after.shape[1:])
     return chunk
 
 
@@ -185,12 +174,13 @@ def _validate(system: Any, snapshots: np.ndarray, p: int, n_events: int | None,
               duration: float | None, boundary: str, chunk_size: int,
               n_draws: int = 1) -> tuple[int, int]:
     """Checks the inputs; returns (L, K)."""
-    if snapshots.ndim != 3 or snapshots.shape[1] != snapshots.shape[2] or len(snapshots) == 0:
-        raise ValueError(f"snapshots must have shape [N>0, L, L], got {snapshots.shape}")
-    L = snapshots.shape[-1]
-    if getattr(system, "L", L) != L:
-        raise ValueError(f"snapshots have side {L} but system.L={system.L}")
-    K = n_patches(L, int(p))
+    d, cell = system.grid_dim, tuple(system.cell_shape)
+    expected = (system.size,) * d + cell
+    if snapshots.ndim != 1 + d + len(cell) or snapshots.shape[1:] != expected or len(snapshots) == 0:
+        raise ValueError(f"snapshots must have shape [N>0, {', '.join(map(str, expected))}] "
+                         f"(the system's box), got {snapshots.shape}")
+    L = system.size
+    K = geometry.n_patches(L, int(p), d)
     if n_events is not None and duration is not None:
         raise ValueError("give either n_events or duration, not both")
     if n_events is not None and int(n_events) < 1:
@@ -218,11 +208,11 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
     Parameters
     ----------
     system:
-        Microscopic system of side L offering ``evolve_windows`` (e.g. ``Ising2D``).
+        Microscopic system of the snapshots' box (the protocol's ``evolve_windows``).
     snapshots:
-        Large configurations ``int8 [N, L, L]`` (not modified).
+        Large states ``[N, *grid, *cell]`` of the system's dtype (not modified).
     p:
-        Patch side; must divide L. K = (L/p)**2.
+        Patch side in cells; must divide the box side L. K = (L/p)**grid_dim.
     n_events, duration:
         Evolution budget of the patch: time (default ``DEFAULT_DURATION``) or a number of
         events (p**2 = the paper's "one patch sweep"; biased, see the module docstring).
@@ -231,10 +221,10 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
     seed:
         Base seed of the per-sample streams.
     observables, observable_names:
-        ``states [..., L, L] -> [..., d]`` (default: ``matscale.observables.spin_observables``,
-        names ``("m", "rho_dw")``). Also applied to the bare patch for ``z1_naive``.
+        ``states [B, *state] -> [B, d]`` (default: the system's ``observables`` and
+        ``observable_names``). Also applied to the bare patch for ``z1_naive``.
     store_patches:
-        Keep the patch before and after evolution (int8 [N, p, p] each).
+        Keep the patch before and after evolution ([N, p, ..., p, *cell] each).
     out, group:
         HDF5 file and group for chunked, resumable output. A rerun skips finished chunks; a
         group made with a different configuration is refused unless ``overwrite=True``.
@@ -246,7 +236,7 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
         the increment's covariance is (K / R)·δt·σσᵀ: fit with ``lam = K / R``
         (:attr:`PartialEvolutionData.lam`). Averaging R draws gives the drift estimate of R
         separate pairs at 1/R of the fitting cost. With R > 1, ``patch_index`` has shape [N, R]
-        and the patch arrays [N, R, p, p]; ``z1_naive`` is that of the first draw. A chunk holds
+        and the patch arrays [N, R, p, ..., p, *cell]; ``z1_naive`` is that of the first draw. A chunk holds
         ``chunk_size x R`` copies of a snapshot in memory.
     max_chunks:
         With ``out``: compute at most this many pending chunks, then return what is complete
@@ -255,15 +245,15 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
         Show a tqdm bar over chunks.
     """
     snapshots = np.asarray(snapshots)
-    if snapshots.dtype != np.int8:
-        raise TypeError(f"snapshots must be int8, got {snapshots.dtype}")
+    if snapshots.dtype != np.dtype(system.state_dtype):
+        raise TypeError(f"snapshots must be {np.dtype(system.state_dtype)}, got {snapshots.dtype}")
     L, K = _validate(system, snapshots, p, n_events, duration, boundary, chunk_size, n_draws)
     p, n, R = int(p), len(snapshots), int(n_draws)
     if n_events is None and duration is None:
         duration = DEFAULT_DURATION
     if observables is None:
-        observables, default_names = _default_observables()
-        observable_names = tuple(observable_names or default_names)
+        observables = system.observables
+        observable_names = tuple(observable_names or system.observable_names)
     d = _observable_matrix(observables, snapshots[:1]).shape[1]
     names = tuple(observable_names or (f"phi{i}" for i in range(d)))
     if len(names) != d:
@@ -295,8 +285,10 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
               "patch_index": Field(draw_axis, np.int64, "patch number"),
               "z1_naive": Field((d,), np.float64, "observable units")}
     if store_patches:
-        fields["patch_before"] = Field((*draw_axis, p, p), np.int8, "site value")
-        fields["patch_after"] = Field((*draw_axis, p, p), np.int8, "site value")
+        patch_shape = (p,) * system.grid_dim + tuple(system.cell_shape)
+        dtype = np.dtype(system.state_dtype)
+        fields["patch_before"] = Field((*draw_axis, *patch_shape), dtype, "site value")
+        fields["patch_after"] = Field((*draw_axis, *patch_shape), dtype, "site value")
 
     def compute(start: int, stop: int) -> dict[str, np.ndarray]:
         return _evolve_chunk(system, snapshots, start, stop, p=p, K=K, seed=int(seed),

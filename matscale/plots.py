@@ -1,6 +1,6 @@
-"""Pictures of an evaluation: mean ± std of the physical observables vs time (predicted vs
-direct) and the paper's test error vs the small-system size n_s. Files are PNG (Agg backend);
-times on the axes are Glauber time, observables dimensionless."""
+"""Pictures of an evaluation: mean ± std of the observables vs time (predicted vs direct), one
+colour per reference condition, and the paper's test error vs the small-system size n_s. Files
+are PNG (Agg backend); times on the axes are in the system's time unit."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,10 +20,12 @@ def _pyplot():
     return plt
 
 
-def plot_mean_std_curves(curves: Mapping[str, np.ndarray], magnetizations: Sequence[float],
-                         path: str | Path, *, title: str = "") -> Path:
-    """One panel per physical observable; per initial magnetization the direct mean ± std (band,
-    black) and each method's predicted mean ± std (coloured lines).
+def plot_mean_std_curves(curves: Mapping[str, np.ndarray], conditions: Sequence[float],
+                         path: str | Path, *, title: str = "", condition_label: str = "m0",
+                         time_unit: str = "Glauber time") -> Path:
+    """One panel per observable; per reference condition (e.g. initial magnetization or
+    temperature) the direct mean ± std (band, black) and each method's predicted mean ± std
+    (coloured lines; the condition is written at the end of its direct curve).
 
     ``curves``: ``times`` [n_t], ``names`` [d], ``true_mean``/``true_std`` [C, n_t, d] and
     ``{method}_mean``/``{method}_std`` for each method.
@@ -34,7 +36,7 @@ def plot_mean_std_curves(curves: Mapping[str, np.ndarray], magnetizations: Seque
     methods = [k[:-5] for k in curves if k.endswith("_mean") and k != "true_mean"]
     fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.0), squeeze=False)
     for k, (ax, name) in enumerate(zip(axes[0], names)):
-        for c, m0 in enumerate(magnetizations):
+        for c, value in enumerate(conditions):
             mu, sd = curves["true_mean"][c, :, k], curves["true_std"][c, :, k]
             ax.fill_between(t, mu - sd, mu + sd, color="0.6", alpha=0.25, lw=0,
                             label="direct ± std" if c == 0 else None)
@@ -46,7 +48,9 @@ def plot_mean_std_curves(curves: Mapping[str, np.ndarray], magnetizations: Seque
                 ax.plot(t, pm + ps, color=color, ls=ls, lw=0.6, alpha=0.7,
                         label=f"{method} ± std" if c == 0 else None)
                 ax.plot(t, pm - ps, color=color, ls=ls, lw=0.6, alpha=0.7)
-        ax.set_xlabel("time (Glauber units)")
+            ax.annotate(f"{condition_label}={value:g}", (t[-1], mu[-1]), fontsize=7,
+                        xytext=(2, 0), textcoords="offset points", va="center")
+        ax.set_xlabel(f"time ({time_unit})")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="best")

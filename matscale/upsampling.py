@@ -1,24 +1,30 @@
 """Hierarchical upsampling: build large configurations from small-system snapshots.
 
-One level is **Upsample** (a lattice of side L becomes side ``factor * L``) followed by
-**LocalRelax** (short dynamics on overlapping windows of the small-system size, exterior
-frozen). Repeating it turns a pool of n_s-site snapshots into n = factor^(2k) n_s-site
-configurations without ever simulating the large system as a whole.
+One level is **Upsample** (a box of side L cells becomes side ``factor * L``), a repair of
+the system's conserved quantities (:meth:`~matscale.systems.base.MicroscopicSystem.conserve`,
+e.g. the exact composition of an alloy) and **LocalRelax** (short dynamics on overlapping
+windows of the small-system size, exterior frozen). Repeating it turns a pool of small
+snapshots into configurations of ``factor ** (grid_dim * k)`` times as many sites without ever
+simulating the large system as a whole. Everything here works on the system protocol
+(:mod:`matscale.systems.base`) and the grid geometry of :mod:`matscale.geometry`.
 
-Upsample operators (``mode``) are pluggable through :func:`register_upsample_operator`; two
-ship for 2-D square lattices:
+Upsample operators (``mode``) are pluggable through :func:`register_upsample_operator`:
 
-* ``"duplicate"``: each site becomes a ``factor x factor`` block of the same value. Preserves
-  the magnetization exactly, divides the domain-wall density by ``factor``; LocalRelax
+* ``"duplicate"``: each cell becomes a ``factor``-sided block of copies. For spins it preserves
+  the magnetization exactly and divides the domain-wall density by ``factor``; LocalRelax
   repairs the latter.
-* ``"tile"``: ``factor x factor`` independently drawn snapshots placed side by side. Keeps the
-  local structure; the seams (and too-small global fluctuations, by 1/factor) are what
+* ``"tile"``: ``factor ** grid_dim`` independently drawn snapshots placed side by side. Keeps
+  the local structure; the seams (and too-small global fluctuations, by 1/factor) are what
   LocalRelax and the pool statistics must cope with.
+* ``"tile_matched"``: tiles that share the anchor tile's order parameter
+  (:meth:`~matscale.systems.base.MicroscopicSystem.order_parameter`; the magnetization of spins).
+* ``"tile_time"``: tiles recorded at the anchor's time (small-system snapshots on a common time
+  grid, e.g. independent kMC runs from random solid solutions), so that a large state is a
+  homogeneous state at one stage of the relaxation; deeper levels match on the order parameter.
 
-LocalRelax design choices (the paper code used fixed 16x16 periodic windows, see the
-reference spec §9.2.4):
+LocalRelax design choices (the paper code used fixed 16x16 periodic windows):
 
-* window side defaults to the small-system side p (n_s sites), stride to window // 2 so the
+* window side defaults to the small-system side p, stride to window // 2 so the
   windows overlap and every site lies in at least one window interior;
 * each window is evolved for a fixed **time** (default ``DEFAULT_WINDOW_DURATION`` = 1 system
   time unit; for Glauber spin systems one attempt per site, i.e. one Monte-Carlo sweep) with
@@ -43,15 +49,14 @@ so the output is identical after a resume and independent of ``chunk_size``.
 """
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from matscale.io import (ChunkedWriter, Field, child_keys, fingerprint, sample_keys,
-                         uniform_index)
+from matscale import geometry
+from matscale.io import ChunkedWriter, Field, child_keys, fingerprint, sample_keys, uniform_index
 from matscale.io import progress as _progress_bar
 
 __all__ = [
@@ -71,96 +76,105 @@ __all__ = [
 
 
 DEFAULT_WINDOW_DURATION = 1.0  # system time units per LocalRelax window
+MATCH_KINDS = (None, "order", "time")
+
 
 # --------------------------------------------------------------------------------------------
 # Upsample operators
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class UpsampleOperator:
-    """A way of building one configuration of side ``factor * L`` from pool snapshots.
+    """A way of building one state of side ``factor * L`` from pool snapshots.
 
-    ``n_sources(factor)`` is how many pool snapshots one output uses; ``apply(sources,
-    factor)`` maps ``sources [B, n_sources, *lattice]`` to ``[B, *upsampled lattice]``.
-    ``match_key`` (optional) maps pool snapshots ``[M, *lattice]`` to one scalar each (e.g. the
-    magnetization): the other sources are then drawn among the ``match_fraction`` of the pool
-    closest to the first one (the anchor) in that key, so that an output is a homogeneous state at
-    the anchor's order parameter instead of an average over the whole pool. The anchor is drawn
-    uniformly from the pool with probability 1 − ``balance``, and otherwise at a key drawn
-    uniformly over the pool's key range: small-system pools are dominated by equilibrated
-    snapshots, and this spreads the training states over the whole range of the order parameter
-    (off-equilibrium transients included) while keeping half of them at the pool's own weights.
+    ``n_sources(factor, grid_dim)`` is how many pool snapshots one output uses; ``apply(sources,
+    factor, grid_dim)`` maps ``sources [B, n_sources, *state]`` to ``[B, *upsampled state]``.
+    ``match`` (optional) matches the other sources to the first one (the anchor): on the
+    system's order parameter (``"order"``) or on the snapshots' recording time (``"time"``; at
+    deeper levels, whose pools carry no time, on the order parameter). The other sources are
+    then drawn among the ``match_fraction`` of the pool closest to the anchor in that key, so
+    that an output is a homogeneous state instead of an average over the whole pool. The anchor
+    is drawn uniformly from the pool with probability 1 − ``balance``, and otherwise at a key
+    drawn uniformly over the pool's key range: small-system pools are dominated by equilibrated
+    snapshots, and this spreads the training states over the whole range of the key
+    (off-equilibrium transients included) while keeping the rest at the pool's own weights.
     """
 
     name: str
-    n_sources: Callable[[int], int]
-    apply: Callable[[np.ndarray, int], np.ndarray]
-    match_key: Callable[[np.ndarray], np.ndarray] | None = None
+    n_sources: Callable[[int, int], int]
+    apply: Callable[[np.ndarray, int, int], np.ndarray]
+    match: str | None = None
     match_fraction: float = 0.01
     balance: float = 0.5
 
 
-def _duplicate(sources: np.ndarray, factor: int) -> np.ndarray:
-    """Each site of ``sources[:, 0]`` ([B, L, L]) becomes a ``factor x factor`` block."""
+def _duplicate(sources: np.ndarray, factor: int, grid_dim: int) -> np.ndarray:
+    """Each cell of ``sources[:, 0]`` becomes a ``factor``-sided block of copies."""
     x = sources[:, 0]
-    B, L, W = x.shape
-    out = np.empty((B, L, factor, W, factor), dtype=x.dtype)
-    out[...] = x[:, :, None, :, None]
-    return out.reshape(B, L * factor, W * factor)
+    for axis in range(1, grid_dim + 1):
+        x = np.repeat(x, factor, axis=axis)
+    return np.ascontiguousarray(x)
 
 
-def _tile(sources: np.ndarray, factor: int) -> np.ndarray:
-    """``factor**2`` snapshots ([B, factor**2, L, L]) placed on a ``factor x factor`` grid."""
-    B, _, L, W = sources.shape
-    grid = sources.reshape(B, factor, factor, L, W).transpose(0, 1, 3, 2, 4)
-    return np.ascontiguousarray(grid).reshape(B, factor * L, factor * W)
+def _tile(sources: np.ndarray, factor: int, grid_dim: int) -> np.ndarray:
+    """``factor ** grid_dim`` snapshots placed on a tile grid (:func:`matscale.geometry.tile`)."""
+    return geometry.tile(sources, factor, grid_dim)
 
 
-def _mean_spin(snapshots: np.ndarray) -> np.ndarray:
+def _n_tiles(factor: int, grid_dim: int) -> int:
+    return factor ** grid_dim
+
+
+_OPERATORS: dict[str, UpsampleOperator] = {
+    "duplicate": UpsampleOperator("duplicate", lambda f, d: 1, _duplicate),
+    "tile": UpsampleOperator("tile", _n_tiles, _tile),
+    # Tiles share the anchor's order parameter (within the closest 1 % of the pool): covers
+    # off-equilibrium homogeneous states (e.g. relaxation from m < 0 against h > 0), which plain
+    # tiling of a mostly equilibrated pool almost never produces.
+    "tile_matched": UpsampleOperator("tile_matched", _n_tiles, _tile, match="order"),
+    # Tiles recorded at the anchor's time: one stage of a relaxation from random states.
+    "tile_time": UpsampleOperator("tile_time", _n_tiles, _tile, match="time"),
+}
+
+
+def _state_mean(snapshots: np.ndarray) -> np.ndarray:
     """Mean of each snapshot [M, ...] (the magnetization of spin configurations)."""
     return snapshots.reshape(len(snapshots), -1).mean(axis=1, dtype=np.float64)
 
 
-_OPERATORS: dict[str, UpsampleOperator] = {
-    "duplicate": UpsampleOperator("duplicate", lambda f: 1, _duplicate),
-    "tile": UpsampleOperator("tile", lambda f: f * f, _tile),
-    # Tiles share the anchor's magnetization (within the closest 1 % of the pool): covers
-    # off-equilibrium homogeneous states (e.g. relaxation from m < 0 against h > 0), which plain
-    # tiling of a mostly equilibrated pool almost never produces.
-    "tile_matched": UpsampleOperator("tile_matched", lambda f: f * f, _tile, _mean_spin),
-}
-
-
-def draw_sources(op: UpsampleOperator, keys: np.ndarray, pool: np.ndarray,
-                 order: np.ndarray | None = None) -> np.ndarray:
+def draw_sources(op: UpsampleOperator, keys: np.ndarray, pool_size: int,
+                 pool_keys: np.ndarray | None = None, order: np.ndarray | None = None) -> np.ndarray:
     """Pool indices ``[B, n_sources]`` for one output per row of ``keys [B, n_sources]``.
 
-    Without ``op.match_key`` every source is uniform on the pool. With it, ``order`` (the pool
-    sorted by the key; computed when None) places the anchor uniformly and the other sources
-    uniformly among the ``op.match_fraction`` of the pool nearest to the anchor in key rank.
+    Without matching every source is uniform on the pool. With it, ``pool_keys [M]`` are the
+    matching keys of the pool and ``order`` their stable argsort (computed when None): the
+    anchor is placed as described in :class:`UpsampleOperator` and the other sources uniformly
+    among the ``op.match_fraction`` of the pool nearest to the anchor in key rank.
     """
-    picks = uniform_index(keys, len(pool))
-    if op.match_key is None or picks.shape[1] == 1:
+    picks = uniform_index(keys, pool_size)
+    if op.match is None or picks.shape[1] == 1:
         return picks
     if order is None:
-        order = np.argsort(op.match_key(pool), kind="stable")
-    half = max(1, int(op.match_fraction * len(pool)) // 2)
+        order = np.argsort(pool_keys, kind="stable")
+    half = max(1, int(op.match_fraction * pool_size) // 2)
     anchor_rank = picks[:, :1].copy()
     u = uniform_index(child_keys(keys[:, 0], 2, "balance"), 2**30) / 2.0**30  # [B, 2] in [0, 1)
     balanced = u[:, :1] < op.balance
     if balanced.any():
-        sorted_key = op.match_key(pool[order])
+        sorted_key = np.asarray(pool_keys)[order]
         target = sorted_key[0] + u[:, 1:] * (sorted_key[-1] - sorted_key[0])
-        balanced_rank = np.minimum(np.searchsorted(sorted_key, target), len(pool) - 1)
+        balanced_rank = np.minimum(np.searchsorted(sorted_key, target), pool_size - 1)
         anchor_rank[balanced] = balanced_rank[balanced]
     offset = picks[:, 1:] % (2 * half + 1) - half
-    ranks = np.clip(anchor_rank + offset, 0, len(pool) - 1)
+    ranks = np.clip(anchor_rank + offset, 0, pool_size - 1)
     return order[np.concatenate([anchor_rank, ranks], axis=1)]
 
 
 def register_upsample_operator(operator: UpsampleOperator, *, replace: bool = False) -> None:
-    """Make ``operator`` available as ``mode=operator.name`` (e.g. an alloy's own operator)."""
+    """Make ``operator`` available as ``mode=operator.name``."""
     if not isinstance(operator, UpsampleOperator):
         raise TypeError(f"operator must be an UpsampleOperator, got {type(operator).__name__}")
+    if operator.match not in MATCH_KINDS:
+        raise ValueError(f"operator.match must be one of {MATCH_KINDS}, got {operator.match!r}")
     if operator.name in _OPERATORS and not replace:
         raise ValueError(f"upsample mode {operator.name!r} is already registered (pass replace=True)")
     _OPERATORS[operator.name] = operator
@@ -181,75 +195,64 @@ def _check_factor(factor: int) -> int:
     return int(factor)
 
 
-def _check_configs(configs: np.ndarray, name: str = "configs") -> np.ndarray:
+def _check_square(configs: np.ndarray, name: str = "configs") -> np.ndarray:
     configs = np.asarray(configs)
     if configs.ndim != 3 or configs.shape[1] != configs.shape[2] or configs.shape[0] == 0:
         raise ValueError(f"{name} must have shape [B>0, L, L], got {configs.shape}")
     return configs
 
 
+def _check_states(system: Any, states: np.ndarray, name: str = "configs") -> np.ndarray:
+    """``states`` as an array ``[B>0, *grid, *cell]`` of the system's layout (any box side)."""
+    states = np.asarray(states)
+    d, cell = system.grid_dim, tuple(system.cell_shape)
+    grid = states.shape[1:1 + d]
+    if (states.ndim != 1 + d + len(cell) or states.shape[0] == 0 or len(set(grid)) != 1
+            or states.shape[1 + d:] != cell):
+        raise ValueError(f"{name} must have shape [B>0, {', '.join(['L'] * d + [str(c) for c in cell])}], "
+                         f"got {states.shape}")
+    return states
+
+
 def upsample(configs: np.ndarray, factor: int = 2, mode: str | UpsampleOperator = "duplicate",
              rng: np.random.Generator | None = None, *, n_out: int | None = None) -> np.ndarray:
-    """Upsample ``configs [B, L, L]`` to side ``factor * L``.
+    """Upsample square configurations ``configs [B, L, L]`` to side ``factor * L``.
 
     ``"duplicate"`` maps config b to output b (``rng`` unused) unless ``n_out`` is given, in
     which case ``n_out`` configs are drawn with replacement. ``"tile"`` builds ``n_out``
-    (default B) outputs, each from ``factor**2`` configs drawn with replacement by ``rng``.
+    (default B) outputs, each from ``factor**2`` configs drawn with replacement by ``rng``;
+    ``"tile_matched"`` matches tiles on the mean site value (the magnetization).
     """
-    configs = _check_configs(configs)
+    configs = _check_square(configs)
     factor = _check_factor(factor)
     op = get_upsample_operator(mode)
-    n_src = op.n_sources(factor)
+    if op.match == "time":
+        raise ValueError(f"mode {op.name!r} needs recording times: use hierarchical_upsample(pool_times=...)")
+    n_src = op.n_sources(factor, 2)
     if n_out is None and n_src == 1:
-        return op.apply(configs[:, None], factor)
+        return op.apply(configs[:, None], factor, 2)
     n_out = len(configs) if n_out is None else int(n_out)
     if n_out < 1:
         raise ValueError(f"n_out must be >= 1, got {n_out}")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator for mode={op.name!r} drawing, got {type(rng).__name__}")
     keys = rng.integers(0, 2**63, size=(n_out, n_src), dtype=np.uint64) << np.uint64(1)
-    return op.apply(configs[draw_sources(op, keys, configs)], factor)
+    pool_keys = _state_mean(configs) if op.match else None
+    return op.apply(configs[draw_sources(op, keys, len(configs), pool_keys)], factor, 2)
 
 
 # --------------------------------------------------------------------------------------------
 # LocalRelax
 # --------------------------------------------------------------------------------------------
-def _relax_geometry(L: int, window: int | None, stride: int | None) -> tuple[int, int, int]:
-    """Validated (window, stride, windows per side) for a box of side L."""
-    window = L // 2 if window is None else int(window)
-    if not 1 <= window <= L:
-        raise ValueError(f"window must lie in [1, L={L}], got {window}")
-    stride = max(1, window // 2) if stride is None else int(stride)
-    if not 1 <= stride <= window:
-        raise ValueError(f"stride must lie in [1, window={window}] so windows cover the box, got {stride}")
-    return window, stride, -(-L // stride)
-
-
 def relax_window_origins(L: int, keys: np.ndarray, *, window: int | None = None,
                          stride: int | None = None, order: str = "random",
-                         random_offset: bool | None = None) -> np.ndarray:
-    """Window origins ``int64 [B, W, 2]`` (row0, col0) of LocalRelax, in visiting order.
+                         random_offset: bool | None = None, grid_dim: int = 2) -> np.ndarray:
+    """Window origins ``int64 [B, W, grid_dim]`` of LocalRelax, in visiting order.
 
-    The grid holds ``ceil(L / stride)**2`` windows at multiples of ``stride`` (wrapping modulo
-    L). ``order="row-major"`` visits them in raster order; ``"random"`` uses a per-config
-    permutation derived from ``keys [B]``. ``random_offset`` (default: on for random order)
-    shifts each config's grid by a random (row, col) offset in ``[0, stride)``.
+    See :func:`matscale.geometry.window_grid_origins` (``L`` is the box side in cells).
     """
-    window, stride, per_side = _relax_geometry(L, window, stride)
-    if order not in ("random", "row-major"):
-        raise ValueError(f"order must be 'random' or 'row-major', got {order!r}")
-    keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
-    random_offset = (order == "random") if random_offset is None else bool(random_offset)
-    steps = np.arange(per_side, dtype=np.int64) * stride
-    grid = np.stack(np.meshgrid(steps, steps, indexing="ij"), axis=-1).reshape(-1, 2)  # [W, 2]
-    origins = np.broadcast_to(grid, (len(keys), *grid.shape)).copy()
-    if order == "random":
-        permutation = np.argsort(child_keys(keys, len(grid), "relax-order"), axis=1)
-        origins = np.take_along_axis(origins, permutation[..., None], axis=1)
-    if random_offset:
-        offset = uniform_index(child_keys(keys, 2, "relax-offset"), stride)  # [B, 2]
-        origins = (origins + offset[:, None, :]) % L
-    return origins
+    return geometry.window_grid_origins(L, keys, grid_dim, window=window, stride=stride,
+                                        order=order, random_offset=random_offset)
 
 
 def local_relax(system: Any, configs: np.ndarray, *, window: int | None = None,
@@ -258,45 +261,48 @@ def local_relax(system: Any, configs: np.ndarray, *, window: int | None = None,
                 seeds: int | np.ndarray = 0, order: str = "random",
                 random_offset: bool | None = None,
                 origins: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Relax ``configs [B, L, L]`` in place by short runs on overlapping windows.
+    """Relax ``configs [B, *grid, *cell]`` in place by short runs on overlapping windows.
 
     Parameters
     ----------
     system:
-        The microscopic system of side ``L`` (must offer ``evolve_windows``).
+        The microscopic system of the configs' box side (the protocol's ``evolve_windows``).
     window, stride:
-        Window side (default ``L // 2``: the pre-upsample side for ``factor=2``;
+        Window side in cells (default half the box: the pre-upsample side for ``factor=2``;
         :func:`hierarchical_upsample` passes the small-system side p) and grid spacing
         (default ``window // 2``, overlapping windows).
     n_events, duration:
-        Budget per window: physical time in the system's time unit (default
+        Budget per window: time in the system's time unit (default
         ``DEFAULT_WINDOW_DURATION``) or a number of events (biased, see the module docstring).
     boundary:
-        ``"frozen"`` (exterior is a fixed boundary; default) or ``"periodic"``.
+        ``"frozen"`` (exterior is a fixed boundary; default) or ``"periodic"`` where the system
+        offers it.
     seeds:
         An int (per-config keys derived from it and the config index) or ``uint64 [B]`` keys.
     order, random_offset:
-        Window visiting order, see :func:`relax_window_origins` and the module docstring.
+        Window visiting order, see :func:`matscale.geometry.window_grid_origins`.
     origins:
-        Explicit window origins ``int [B, W, 2]`` in visiting order, replacing the grid (e.g.
-        to relax only the seams of a tiling); ``stride``/``order`` are then unused.
+        Explicit window origins ``int [B, W, grid_dim]`` in visiting order, replacing the grid
+        (e.g. to relax only the seams of a tiling); ``stride``/``order`` are then unused.
 
     Returns ``(configs, elapsed)`` with ``elapsed [B, W]`` the time spent in each window.
     """
-    configs = _check_configs(configs)
-    if configs.dtype != np.int8 or not configs.flags.c_contiguous:
-        raise TypeError(f"configs must be a C-contiguous int8 array (relaxed in place), got {configs.dtype}")
-    L = configs.shape[-1]
-    if getattr(system, "L", L) != L:
-        raise ValueError(f"configs have side {L} but system.L={system.L}")
-    window, stride, _ = _relax_geometry(L, window, stride)
+    configs = _check_states(system, configs)
+    if configs.dtype != np.dtype(system.state_dtype) or not configs.flags.c_contiguous:
+        raise TypeError(f"configs must be a C-contiguous {np.dtype(system.state_dtype)} array "
+                        f"(relaxed in place), got {configs.dtype}")
+    L = configs.shape[1]
+    if system.size != L:
+        raise ValueError(f"configs have side {L} but the system's box side is {system.size}")
+    window, stride, _ = geometry.window_geometry(L, window, stride)
     keys = _config_keys(seeds, len(configs), "local-relax")
     if origins is None:
-        origins = relax_window_origins(L, keys, window=window, stride=stride, order=order,
-                                       random_offset=random_offset)
+        origins = geometry.window_grid_origins(L, keys, system.grid_dim, window=window,
+                                               stride=stride, order=order,
+                                               random_offset=random_offset)
     if n_events is None and duration is None:
         duration = DEFAULT_WINDOW_DURATION
-    elapsed = system.evolve_windows(configs, origins, (window, window), n_events=n_events,
+    elapsed = system.evolve_windows(configs, origins, window, n_events=n_events,
                                     duration=duration, boundary=boundary, seeds=keys)
     return configs, np.asarray(elapsed)
 
@@ -315,36 +321,13 @@ def _config_keys(seeds: int | np.ndarray, n: int, tag: str) -> np.ndarray:
 # Hierarchical upsampling
 # --------------------------------------------------------------------------------------------
 def system_of_side(system: Any, L: int) -> Any:
-    """The same system (same physical parameters) on a box of side ``L``.
-
-    Uses ``system.with_size(L)`` when the system offers it, otherwise rebuilds it through its
-    constructor, filling every other constructor argument from the attribute of that name.
-    """
-    if getattr(system, "L", None) == L:
-        return system
-    if hasattr(system, "with_size"):
-        return system.with_size(L)
-    params = inspect.signature(type(system)).parameters
-    kwargs = {name: getattr(system, name) for name in params
-              if name != "L" and hasattr(system, name)}
-    return type(system)(L=L, **kwargs)
+    """The same system (same physical parameters) on a box of side ``L`` cells."""
+    return system if system.size == L else system.resized(L)
 
 
 def system_metadata(system: Any) -> dict[str, Any]:
-    """Class name and constructor parameters (L, T, h, J, ...) of a system, for metadata.
-
-    The class is the first one in the MRO that matscale defines (so a user subclass that only
-    instruments a matscale system records the physics it runs); parameters are the scalar
-    attributes named like that class's constructor arguments.
-    """
-    cls = next((c for c in type(system).__mro__ if c.__module__.startswith("matscale.")),
-               type(system))
-    meta: dict[str, Any] = {"class": cls.__name__}
-    for name in inspect.signature(cls).parameters:
-        value = getattr(system, name, None)
-        if isinstance(value, (bool, int, float, str, np.integer, np.floating)):
-            meta[name] = value.item() if isinstance(value, np.generic) else value
-    return meta
+    """JSON scalars describing ``system`` (the protocol's ``metadata()``)."""
+    return dict(system.metadata())
 
 
 def _levels(p: int, target_L: int, factor: int) -> list[int]:
@@ -358,14 +341,23 @@ def _levels(p: int, target_L: int, factor: int) -> list[int]:
     return sides
 
 
+def _conserve(system: Any, configs: np.ndarray, keys: np.ndarray) -> None:
+    """Repair conserved quantities of every freshly tiled config with its own stream."""
+    for i, key in enumerate(np.asarray(keys, dtype=np.uint64)):
+        system.conserve(configs[i:i + 1], np.random.default_rng(int(key)))
+
+
 def _upsample_level(system: Any, pool: np.ndarray, start: int, stop: int, level: int, *,
                     op: UpsampleOperator, factor: int, seed: int, relax: Mapping[str, Any],
-                    order: np.ndarray | None = None) -> np.ndarray:
-    """Outputs ``start:stop`` of one level: draw sources, upsample, LocalRelax."""
+                    pool_keys: np.ndarray | None = None, order: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """Outputs ``start:stop`` of one level: draw sources, upsample, conserve, LocalRelax."""
     index = np.arange(start, stop)
-    draw_keys = child_keys(sample_keys(seed, index, "upsample-pool", level), op.n_sources(factor))
-    picks = draw_sources(op, draw_keys, pool, order)  # [B, n_sources]
-    configs = np.ascontiguousarray(op.apply(pool[picks], factor), dtype=np.int8)
+    d = system.grid_dim
+    draw_keys = child_keys(sample_keys(seed, index, "upsample-pool", level), op.n_sources(factor, d))
+    picks = draw_sources(op, draw_keys, len(pool), pool_keys, order)  # [B, n_sources]
+    configs = np.ascontiguousarray(op.apply(pool[picks], factor, d), dtype=system.state_dtype)
+    _conserve(system, configs, sample_keys(seed, index, "upsample-conserve", level))
     relax_keys = sample_keys(seed, index, "upsample-relax", level)
     local_relax(system, configs, seeds=relax_keys, **relax)
     return configs
@@ -377,14 +369,17 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
                           stride: int | None = None, n_events: int | None = None,
                           duration: float | None = None, boundary: str = "frozen",
                           order: str = "random", random_offset: bool | None = None, seed: int = 0,
+                          pool_times: np.ndarray | None = None,
                           chunk_size: int = 2000, out: str | os.PathLike | None = None,
                           group: str = "upsampled", overwrite: bool = False,
                           progress: bool = True) -> np.ndarray:
-    """Build ``n_configs`` configurations of side ``target_L`` from small snapshots.
+    """Build ``n_configs`` states of side ``target_L`` cells from small snapshots.
 
-    Each level draws its sources uniformly (with replacement) from the previous level's
-    output (level 1: ``small_snapshots [M, p, p]``), upsamples by ``factor`` and relaxes
-    with :func:`local_relax` (window defaults to p, i.e. n_s sites, at every level).
+    Each level draws its sources (with replacement) from the previous level's output (level
+    1: ``small_snapshots [M, *small state]``), upsamples by ``factor``, repairs conserved
+    quantities and relaxes with :func:`local_relax` (window defaults to p, the small side, at
+    every level). ``pool_times [M]`` are the recording times of the small snapshots, required by
+    time-matched modes (``"tile_time"``).
 
     ``mode`` defaults to ``"tile"``: on Ising T=2.5, h=0.1, 16^2 -> 64^2 with the default
     relaxation, tiling reproduces the direct 64^2 means of m and ρ_dw within noise and S(k)
@@ -392,14 +387,14 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
     at small k several times too large (tests/test_upsampling.py, compare_snapshots).
 
     With ``out`` (an HDF5 path) every level is written chunk by chunk to
-    ``{group}/level_{k}`` (dataset ``configs``, int8) and a rerun resumes where it stopped;
-    a finished output is read back instead of recomputed. Returns ``int8 [n_configs, L, L]``.
+    ``{group}/level_{k}`` (dataset ``configs``) and a rerun resumes where it stopped; a finished
+    output is read back instead of recomputed. Returns ``[n_configs, *large state]``.
     """
-    small = _check_configs(small_snapshots, "small_snapshots")
-    p = small.shape[-1]
-    target_L = int(system_large.L if target_L is None else target_L)
-    if getattr(system_large, "L", target_L) != target_L:
-        raise ValueError(f"target_L={target_L} differs from system_large.L={system_large.L}")
+    small = _check_states(system_large, small_snapshots, "small_snapshots")
+    p = small.shape[1]
+    target_L = int(system_large.size if target_L is None else target_L)
+    if system_large.size != target_L:
+        raise ValueError(f"target_L={target_L} differs from the system's box side {system_large.size}")
     factor = _check_factor(factor)
     sides = _levels(p, target_L, factor)
     if int(n_configs) < 1:
@@ -407,6 +402,10 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     op = get_upsample_operator(mode)
+    if op.match == "time":
+        if pool_times is None or np.shape(pool_times) != (len(small),):
+            raise ValueError(f"mode {op.name!r} needs pool_times of shape ({len(small)},) "
+                             "(the recording time of every small snapshot)")
     window = p if window is None else int(window)
     if n_events is None and duration is None:
         duration = DEFAULT_WINDOW_DURATION
@@ -415,30 +414,44 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
     config = {"stage": "hierarchical_upsample", "system": system_metadata(system_large),
               "small_snapshots": {"shape": small.shape, "fingerprint": fingerprint(small)},
               "factor": factor, "mode": op.name, "seed": int(seed), "relax": relax}
-    pool = np.ascontiguousarray(small, dtype=np.int8)
+    if pool_times is not None and op.match == "time":
+        config["pool_times"] = fingerprint(np.ascontiguousarray(pool_times, dtype=np.float64))
+    pool = np.ascontiguousarray(small, dtype=system_large.state_dtype)
     for level, L in enumerate(sides, start=1):
         system = system_of_side(system_large, L)
-        _relax_geometry(L, window, stride)
-        order = None if op.match_key is None else np.argsort(op.match_key(pool), kind="stable")
-        compute = lambda a, b, s=system, pl=pool, lv=level, o=order: _upsample_level(
-            s, pl, a, b, lv, op=op, factor=factor, seed=int(seed), relax=relax, order=o)
-        pool = _run_level(compute, int(n_configs), L, int(chunk_size), out=out,
+        geometry.window_geometry(L, window, stride)
+        keys = _pool_keys(op, system, pool, pool_times if level == 1 else None)
+        order_ = None if keys is None else np.argsort(keys, kind="stable")
+        compute = lambda a, b, s=system, pl=pool, lv=level, k=keys, o=order_: _upsample_level(
+            s, pl, a, b, lv, op=op, factor=factor, seed=int(seed), relax=relax, pool_keys=k, order=o)
+        pool = _run_level(compute, int(n_configs), system, int(chunk_size), out=out,
                           group=f"{group}/level_{level}", config={**config, "level": level, "L": L},
                           overwrite=overwrite, show=progress, desc=f"upsample {L // factor}->{L}")
     return pool
 
 
-def _run_level(compute: Callable[[int, int], np.ndarray], n: int, L: int, chunk_size: int, *,
+def _pool_keys(op: UpsampleOperator, system: Any, pool: np.ndarray,
+               times: np.ndarray | None) -> np.ndarray | None:
+    """Matching keys of a pool: recording times (level 1 of "time"), the order parameter, or None."""
+    if op.match is None:
+        return None
+    if op.match == "time" and times is not None:
+        return np.asarray(times, dtype=np.float64)
+    return np.asarray(system.order_parameter(pool), dtype=np.float64)
+
+
+def _run_level(compute: Callable[[int, int], np.ndarray], n: int, system: Any, chunk_size: int, *,
                out: str | os.PathLike | None, group: str, config: Mapping[str, Any],
                overwrite: bool, show: bool, desc: str) -> np.ndarray:
     """Run ``compute(start, stop)`` over all chunks, in memory or through a ChunkedWriter."""
+    shape = (system.size,) * system.grid_dim + tuple(system.cell_shape)
     if out is None:
-        result = np.empty((n, L, L), dtype=np.int8)
+        result = np.empty((n, *shape), dtype=system.state_dtype)
         for start in _progress_bar(range(0, n, chunk_size), total=-(-n // chunk_size), desc=desc, enabled=show):
             stop = min(start + chunk_size, n)
             result[start:stop] = compute(start, stop)
         return result
-    fields = {"configs": Field((L, L), np.int8, "spin (+1/-1)")}
+    fields = {"configs": Field(shape, np.dtype(system.state_dtype), system.site_unit)}
     with ChunkedWriter(out, group, n, chunk_size, fields, config, overwrite=overwrite) as writer:
         pending = list(writer.pending_chunks())
         for start, stop in _progress_bar(pending, total=len(pending), desc=desc, enabled=show):
@@ -455,11 +468,9 @@ def _default_observables() -> tuple[Callable[[np.ndarray], np.ndarray], tuple[st
     return spin_observables, tuple(SPIN_OBSERVABLE_NAMES)
 
 
-def _mean_structure_factor(structure_factor: Callable | None, states: np.ndarray
+def _mean_structure_factor(structure_factor: Callable, states: np.ndarray
                            ) -> tuple[np.ndarray, np.ndarray]:
     """Batch-averaged radial S(k) without the k = 0 shell."""
-    if structure_factor is None:
-        from matscale.observables import structure_factor
     k, s = structure_factor(states)
     s = np.asarray(s).reshape(-1, len(k)).mean(axis=0)
     keep = np.asarray(k) > 0
@@ -473,28 +484,34 @@ def compare_snapshots(upsampled: np.ndarray, direct: np.ndarray, *,
                       ) -> dict[str, Any]:
     """Compare upsampled with directly simulated snapshots of the same size.
 
-    For every observable (default: the spin observables m and ρ_dw): common-edge histograms
-    (densities), mean, std, standard error of the mean, ``z_mean`` (mean difference in units
-    of the combined standard error), the two-sample Kolmogorov–Smirnov statistic and p-value
-    and the energy distance. Also the batch-averaged, radially averaged structure factor S(k)
-    of both sets (default ``matscale.observables.structure_factor``; k = 0 dropped).
+    For every observable (default: the spin observables m and ρ_dw of square spin
+    configurations; pass a system's ``observables`` and ``observable_names`` otherwise):
+    common-edge histograms (densities), mean, std, standard error of the mean, ``z_mean`` (mean
+    difference in units of the combined standard error), the two-sample Kolmogorov–Smirnov
+    statistic and p-value and the energy distance. With the default spin observables (or a
+    given ``structure_factor``), also the batch-averaged, radially averaged structure factor
+    S(k) of both sets (k = 0 dropped).
     """
     from scipy import stats
 
-    upsampled = _check_configs(upsampled, "upsampled")
-    direct = _check_configs(direct, "direct")
+    upsampled, direct = np.asarray(upsampled), np.asarray(direct)
+    if len(upsampled) == 0 or len(direct) == 0:
+        raise ValueError("upsampled and direct must hold at least one state each")
     if upsampled.shape[1:] != direct.shape[1:]:
         raise ValueError(f"upsampled {upsampled.shape[1:]} and direct {direct.shape[1:]} lattices differ")
     if observables is None:
+        _check_square(upsampled, "upsampled")
         observables, default_names = _default_observables()
         names = names or default_names
+        if structure_factor is None:
+            from matscale.observables import structure_factor
     phi_up = np.asarray(observables(upsampled), dtype=np.float64).reshape(len(upsampled), -1)
     phi_dir = np.asarray(observables(direct), dtype=np.float64).reshape(len(direct), -1)
     names = names or tuple(f"phi{i}" for i in range(phi_up.shape[1]))
     if len(names) != phi_up.shape[1]:
         raise ValueError(f"names has {len(names)} entries for {phi_up.shape[1]} observables")
     result: dict[str, Any] = {"n_upsampled": len(upsampled), "n_direct": len(direct),
-                              "L": upsampled.shape[-1], "observables": {}}
+                              "L": upsampled.shape[1], "observables": {}}
     for i, name in enumerate(names):
         a, b = phi_up[:, i], phi_dir[:, i]
         lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
@@ -513,22 +530,26 @@ def compare_snapshots(upsampled: np.ndarray, direct: np.ndarray, *,
             "ks_statistic": float(ks.statistic), "ks_pvalue": float(ks.pvalue),
             "energy_distance": float(stats.energy_distance(a, b)),
         }
-    k, s_up = _mean_structure_factor(structure_factor, upsampled)
-    _, s_dir = _mean_structure_factor(structure_factor, direct)
-    result["structure_factor"] = {"k": k, "S_upsampled": s_up, "S_direct": s_dir,
-                                  "max_rel_diff": float(np.max(np.abs(s_up - s_dir) / s_dir))}
+    if structure_factor is not None:
+        k, s_up = _mean_structure_factor(structure_factor, upsampled)
+        _, s_dir = _mean_structure_factor(structure_factor, direct)
+        result["structure_factor"] = {"k": k, "S_upsampled": s_up, "S_direct": s_dir,
+                                      "max_rel_diff": float(np.max(np.abs(s_up - s_dir) / s_dir))}
     return result
 
 
 def plot_upsampling_diagnostics(diag: Mapping[str, Any], path: str | os.PathLike) -> str:
-    """Histograms of every observable and S(k), upsampled vs direct, saved to ``path``."""
+    """Histograms of every observable (and S(k) when present), upsampled vs direct."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     obs = diag["observables"]
-    fig, axes = plt.subplots(1, len(obs) + 1, figsize=(4.2 * (len(obs) + 1), 3.6))
+    sf = diag.get("structure_factor")
+    n_panels = len(obs) + (1 if sf is not None else 0)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 3.6), squeeze=False)
+    axes = axes[0]
     for ax, (name, d) in zip(axes, obs.items()):
         centres = 0.5 * (d["edges"][1:] + d["edges"][:-1])
         width = np.diff(d["edges"])
@@ -538,13 +559,13 @@ def plot_upsampling_diagnostics(diag: Mapping[str, Any], path: str | os.PathLike
         ax.set_ylabel("density")
         ax.set_title(f"KS={d['ks_statistic']:.3f}, z={d['z_mean']:.1f}")
         ax.legend(fontsize=8)
-    sf = diag["structure_factor"]
-    axes[-1].loglog(sf["k"], sf["S_direct"], "o", ms=3, label="direct")
-    axes[-1].loglog(sf["k"], sf["S_upsampled"], "-", color="C3", label="upsampled")
-    axes[-1].set_xlabel("k (1/lattice spacing)")
-    axes[-1].set_ylabel("S(k)")
-    axes[-1].legend(fontsize=8)
-    fig.suptitle(f"upsampled ({diag['n_upsampled']}) vs direct ({diag['n_direct']}), L={diag['L']}")
+    if sf is not None:
+        axes[-1].loglog(sf["k"], sf["S_direct"], "o", ms=3, label="direct")
+        axes[-1].loglog(sf["k"], sf["S_upsampled"], "-", color="C3", label="upsampled")
+        axes[-1].set_xlabel("k (1/lattice spacing)")
+        axes[-1].set_ylabel("S(k)")
+        axes[-1].legend(fontsize=8)
+    fig.suptitle(f"upsampled ({diag['n_upsampled']}) vs direct ({diag['n_direct']}), side {diag['L']}")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -32,7 +32,7 @@ def test_validate_good_configs(capsys):
     for name in ("ising.toml", "curie_weiss.toml", "fit_pairs.toml"):
         assert main(["validate", str(REPO / "inputs" / name)]) == 0
     out = capsys.readouterr().out
-    assert "OK: ising L=64" in out and "p=16 (K=16)" in out
+    assert "OK: ising, L = 64" in out and "p=16 (K=16)" in out
 
 
 def _one_line_error(capsys, argv, expect: str) -> None:

@@ -31,7 +31,7 @@ def _with(extra: str = "", replace: tuple[str, str] | None = None) -> str:
 
 def test_good_config_defaults_and_types():
     cfg = loads_config(GOOD)
-    assert cfg.workflow == "spin"
+    assert cfg.workflow == "pipeline"
     assert cfg.system.L == 16 and cfg.system.T == 2.5 and cfg.system.J == 1.0
     assert cfg.patch_sides == (4, 8)
     assert cfg.n_patches(4) == 16 and cfg.n_patches(8) == 4
@@ -124,4 +124,4 @@ def test_shipped_inputs_validate(name):
 
 def test_quick_config_is_valid():
     cfg = quick_config()
-    assert cfg.workflow == "spin" and len(cfg.patch_sides) == 1
+    assert cfg.workflow == "pipeline" and len(cfg.patch_sides) == 1

@@ -166,7 +166,7 @@ def test_bad_input_is_rejected():
         partial_evolution(system, snaps, 8, n_events=3, duration=1.0, progress=False)
     with pytest.raises(TypeError, match="int8"):
         partial_evolution(system, snaps.astype(float), 8, progress=False)
-    with pytest.raises(ValueError, match="system.L"):
+    with pytest.raises(ValueError, match="system.s box"):
         partial_evolution(Ising2D(32, T, H), snaps, 8, progress=False)
 
 

@@ -83,7 +83,7 @@ def test_end_to_end_outputs(ising_run):
         assert np.isfinite(r["test_error_paper"]) and np.isfinite(r["test_error_all"])
         assert r["test_error_paper_paths"] == 10 and r["n_paths_pred"] + r["n_paths_diverged"] == 30
         assert set(r["moments"]) == {"m", "rho_dw"}
-    assert (out / "report.md").read_text().count("| 8² | 4 |") == 2
+    assert (out / "report.md").read_text().count("| 64 | 4 |") == 2
     assert (out / "plots" / "mean_std_vs_time_p8.png").is_file()
     assert (out / "p8" / "fit" / "ours" / "sde").exists()
     assert load_config(out / "config.toml").to_dict() == cfg.to_dict()

@@ -95,7 +95,17 @@ def _check_seeds(seeds, n_conf: int) -> np.ndarray:
 # Shared machinery
 # --------------------------------------------------------------------------------------------
 class _GlauberSpinSystem:
-    """Common parameters, validation and the serial/batched evolve front ends."""
+    """Common parameters, validation, the serial/batched evolve front ends and the
+    :class:`~matscale.systems.base.MicroscopicSystem` protocol (states ``int8 [L, L]``)."""
+
+    grid_dim = 2
+    cell_shape: tuple[int, ...] = ()
+    state_dtype = np.int8
+    time_unit = "Glauber time"
+    site_unit = "spin (+1/-1)"
+    parameter_name = None
+    observable_names: tuple[str, ...] = ("m", "rho_dw")
+    observable_units: tuple[str, ...] = ("1", "1")
 
     def __init__(self, L: int, T: float, h: float = 0.0, J: float = 1.0) -> None:
         self.L = _check_int("L", L, 2)
@@ -107,6 +117,56 @@ class _GlauberSpinSystem:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(L={self.L}, T={self.T}, h={self.h}, J={self.J})"
+
+    # -- the system protocol -------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Sites per axis (the protocol's cells per grid axis)."""
+        return self.L
+
+    def resized(self, size: int) -> "_GlauberSpinSystem":
+        """The same model (T, h, J) on an ``size x size`` box."""
+        return self if size == self.L else type(self)(size, self.T, h=self.h, J=self.J)
+
+    def at(self, parameter: float) -> "_GlauberSpinSystem":
+        """Spin models are not parameter-conditioned in the pipeline."""
+        raise ValueError(f"{type(self).__name__} has no conditioning parameter")
+
+    def metadata(self) -> dict:
+        """Class name and (L, T, h, J)."""
+        # the first matscale class of the MRO: a user subclass that only instruments a
+        # matscale system records the physics it runs
+        cls = next(c for c in type(self).__mro__ if c.__module__.startswith("matscale."))
+        return {"class": cls.__name__, "L": self.L, "T": self.T, "h": self.h, "J": self.J}
+
+    def random_states(self, n: int, rng: np.random.Generator, condition: float | None = None
+                      ) -> np.ndarray:
+        """``n`` states from :meth:`random_state` drawn in turn from ``rng``; ``condition`` is
+        the initial magnetization (None: each m0 ~ U(-1, 1))."""
+        return np.stack([self.random_state(rng, magnetization=condition)
+                         for _ in range(int(n))]).astype(np.int8)
+
+    def observables(self, states: np.ndarray) -> np.ndarray:
+        """``float64 [B, d]``: (m, rho_dw) for Ising2D, (m,) for CurieWeiss."""
+        from matscale.observables import spin_observables
+
+        phi = np.asarray(spin_observables(states), dtype=np.float64)
+        return phi[..., : len(self.observable_names)]
+
+    def order_parameter(self, states: np.ndarray) -> np.ndarray:
+        """The magnetization of each state ``float64 [B]`` (tiles are matched on it)."""
+        states = np.asarray(states)
+        return states.reshape(len(states), -1).mean(axis=1, dtype=np.float64)
+
+    def conserve(self, states: np.ndarray, rng: np.random.Generator) -> None:
+        """Glauber dynamics conserves nothing: tiled states need no repair."""
+
+    @staticmethod
+    def structure_factor(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Radially averaged S(k) of spin states (upsampling diagnostics)."""
+        from matscale.observables import structure_factor
+
+        return structure_factor(states)
 
     # -- states --------------------------------------------------------------------------------
     def random_state(self, rng: np.random.Generator, magnetization: float | None = None
@@ -191,6 +251,8 @@ class _GlauberSpinSystem:
         return (row0, col0, height, width)
 
     def _check_size(self, size, periodic: bool) -> tuple[int, int]:
+        if isinstance(size, Integral) and not isinstance(size, bool):
+            size = (size, size)
         if not isinstance(size, (tuple, list, np.ndarray)) or len(size) != 2:
             raise ValueError(f"size must be (height, width), got {size!r}")
         height = _check_int("size height", size[0], 1)
@@ -272,6 +334,9 @@ class CurieWeiss(_GlauberSpinSystem):
     geometry is irrelevant to the energy), ``T`` (temperature, > 0), ``h`` (field), ``J``.
     Attributes ``L, T, h, J, beta, n_sites``.
     """
+
+    observable_names = ("m",)
+    observable_units = ("1",)
 
     def __init__(self, L: int, T: float, h: float = 0.0, J: float = 1.0) -> None:
         super().__init__(L, T, h, J)

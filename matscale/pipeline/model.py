@@ -1,0 +1,146 @@
+"""The fitted macroscopic model of a run folder: :func:`load` and :class:`MacroModel`."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matscale.config import RunConfig
+
+
+class MacroModel:
+    """A fitted macroscopic model of a run folder.
+
+    ``encode(states [N, *state]) -> z [N, d]`` (the system's observables first, then the
+    normalised closure variables), ``sample(z0, n_steps, dt, n_paths=..., seed=..., <parameter>=...)``
+    (times in the system's time unit; a conditioned system takes its parameter, e.g.
+    ``temperature_K=900.0``; see :meth:`matscale.sde.FittedSDE.sample` for shapes),
+    ``observable_names``, ``sde``, ``config``, ``system`` (the large system), ``closure`` (None
+    without closure), ``p``, ``method`` and ``folder`` (the ``p{p}`` run folder it came from).
+    """
+
+    def __init__(self, sde: Any, config: RunConfig, closure: Any, p: int, method: str,
+                 folder: Path | None = None, system: Any = None) -> None:
+        from matscale.pipeline.stages import observable_names
+        from matscale.systems.registry import build_system
+
+        self.sde, self.config, self.closure, self.p, self.method = sde, config, closure, p, method
+        self.folder = folder
+        self.system = system if system is not None else build_system(config.system)
+        d_closure = closure.arch.d_closure if closure is not None else 0
+        self.observable_names: tuple[str, ...] = observable_names(self.system, d_closure)
+
+    @property
+    def parameter_name(self) -> str | None:
+        """The conditioning parameter of ``sample`` (None for an unconditioned system)."""
+        return self.system.parameter_name
+
+    def encode(self, states: np.ndarray) -> np.ndarray:
+        states = np.asarray(states)
+        shape = (self.system.size,) * self.system.grid_dim + tuple(self.system.cell_shape)
+        if states.shape == shape:
+            return self.encode(states[None])[0]
+        if states.shape[1:] != shape:
+            raise ValueError(f"states must have shape [N, {', '.join(map(str, shape))}], got {states.shape}")
+        z = np.asarray(self.system.observables(states), dtype=np.float64)
+        if self.closure is not None:
+            z = np.concatenate([z, self.closure.encode(states)], axis=1)
+        return z
+
+    def sample(self, z0: np.ndarray, n_steps: int, dt: float, n_paths: int = 1,
+               seed: int | None = None, method: str = "em", parameter: Any = None,
+               **named: Any) -> np.ndarray:
+        """Paths of the SDE from ``z0``; ``parameter`` (or the keyword named by
+        ``parameter_name``) is the conditioning value, a scalar or one per initial state."""
+        params = self._params(parameter, named, np.shape(z0))
+        return np.asarray(self.sde.sample(np.asarray(z0, dtype=np.float64), n_steps, dt,
+                                          n_paths=n_paths, seed=seed, method=method, params=params))
+
+    def _params(self, parameter: Any, named: dict[str, Any], z_shape: tuple[int, ...]) -> Any:
+        name = self.parameter_name
+        unknown = sorted(set(named) - ({name} if name else set()))
+        if unknown:
+            raise TypeError(f"sample() got an unexpected keyword {unknown[0]!r}"
+                            + (f" (the parameter is {name!r})" if name else ""))
+        if name is not None and name in named:
+            parameter = named[name]
+        if name is None:
+            if parameter is not None:
+                raise ValueError("this model has no conditioning parameter; omit parameter")
+            return None
+        if parameter is None:
+            raise ValueError(f"{name} is required: this model is conditioned on {name}")
+        value = np.asarray(parameter, dtype=np.float64)
+        return value.reshape(-1, 1) if value.ndim >= 1 else value.reshape(1)
+
+    def __repr__(self) -> str:
+        return (f"MacroModel({self.config.system.kind}, size={self.system.size}, p={self.p}, "
+                f"method={self.method!r}, observables={self.observable_names})")
+
+
+def predict_paths(model: MacroModel, initial_states: np.ndarray, n_steps: int, dt: float,
+                  n_paths: int, *, substeps: int = 1, seed: int = 0,
+                  params: np.ndarray | None = None) -> np.ndarray:
+    """Predicted macro paths from encoded initial states.
+
+    ``initial_states [C, R, *state]`` -> paths ``[C, n_paths, n_steps + 1, d]`` on the grid
+    k * dt; path j of condition c starts from state j mod R (so the first R paths start from
+    distinct direct runs). ``params [C]``: the conditioning value per condition (conditioned
+    models). Without the condition axis, ``[R, *state] -> [n_paths, n_steps + 1, d]``. The SDE
+    is integrated with step dt / substeps. Non-finite paths are kept (the caller filters them).
+    """
+    states = np.asarray(initial_states)
+    n_state_axes = model.system.grid_dim + len(model.system.cell_shape)
+    batched = states.ndim == n_state_axes + 2
+    if not batched:
+        states = states[None]
+        params = None if params is None else np.asarray(params).reshape(1)
+    C, R = states.shape[:2]
+    z0 = model.encode(states.reshape(C * R, *states.shape[2:]))
+    per_state = math.ceil(n_paths / R)
+    parameter = None if params is None else np.repeat(np.asarray(params, dtype=np.float64), R)
+    raw = np.asarray(model.sample(z0, n_steps * substeps, dt / substeps, n_paths=per_state,
+                                  seed=seed, parameter=parameter))
+    raw = raw.reshape(C, R, per_state, n_steps * substeps + 1, -1)[:, :, :, ::substeps]
+    paths = np.swapaxes(raw, 1, 2).reshape(C, per_state * R, n_steps + 1, -1)[:, :n_paths]
+    return paths if batched else paths[0]
+
+
+def load(folder: str | Path, *, p: int | None = None, method: str | None = None) -> MacroModel:
+    """Load the fitted model of a run folder (the run root or one ``p{p}`` sub-folder).
+
+    With several patch sides, ``p`` selects one (required); ``method`` defaults to "ours" when
+    it was trained, else the only trained method.
+    """
+    from matscale.config import load_config
+    from matscale.sde import load_sde
+
+    folder = Path(folder)
+    if not (folder / "config.toml").is_file():
+        raise FileNotFoundError(f"{folder} is not a matscale run folder (no config.toml)")
+    cfg = load_config(folder / "config.toml")
+    if cfg.workflow == "fit":
+        raise ValueError(f"{folder} holds a 'fit' workflow; use matscale.sde.load_sde('{folder}/fit_pairs/sde')")
+    if folder.name.startswith("p") and (folder / "fit").is_dir():
+        pdir = folder
+        p = int(folder.name[1:])
+    else:
+        if p is None:
+            if len(cfg.patch_sides) != 1:
+                raise ValueError(f"p must be given for a run with several patch sides {list(cfg.patch_sides)}")
+            p = cfg.patch_sides[0]
+        pdir = folder / f"p{p}"
+    if not (pdir / "fit").is_dir():
+        raise FileNotFoundError(f"no fitted model in {pdir} (run the pipeline up to 'fit' first)")
+    trained = sorted(d.name for d in (pdir / "fit").iterdir() if (d / "model.json").is_file())
+    method = method or ("ours" if "ours" in trained else (trained[0] if trained else "ours"))
+    if method not in trained:
+        raise ValueError(f"method={method!r} was not trained in {pdir} (allowed: {', '.join(trained)})")
+    closure = None
+    if (pdir / "closure" / "closure.json").is_file():
+        from matscale.closure import ClosureModel
+
+        closure = ClosureModel.load(pdir / "closure")
+    return MacroModel(load_sde(pdir / "fit" / method / "sde"), cfg, closure, p, method, pdir)

@@ -1,0 +1,276 @@
+"""The stage runner: one table of stages, atomic outputs, resume and configuration checks.
+
+Layout of a run folder ``OUT`` (one sub-pipeline per patch side p, sharing the reference)::
+
+    OUT/config.toml, config.json     the validated configuration
+    OUT/stages.log                   one line per stage: ran / skipped, with seconds
+    OUT/p{p}/small_sim/              small-system trajectories                   [training data]
+    OUT/p{p}/upsample/               upsampled large states                      [training data]
+    OUT/p{p}/partial/                partial-evolution pairs                      [training data]
+    OUT/p{p}/closure/                patch-additive closure (when closure.dim > 0) [training data]
+    OUT/p{p}/encode/                 macro-state pairs z0, delta, z1_naive, dt    [training data]
+    OUT/p{p}/fit/{ours,naive}/       fitted SDEs (state_dict + JSON)
+    OUT/reference/                   direct large-system runs — used ONLY by evaluate
+    OUT/p{p}/evaluate/metrics.json   metrics per method; predicted mean/std curves
+    OUT/p{p}/plots/                  mean ± std of the observables vs time, upsampling diagnostics
+    OUT/metrics.json, OUT/plots/, OUT/report.md    summary over all p
+
+Every stage writes into a hidden temporary folder and renames it into place when complete
+(atomic), together with ``stage.json`` recording the configuration sections it depends on and
+the run ids of its inputs. A rerun skips a stage whose record matches; a record made with a
+different configuration is a one-line :class:`~matscale.config.ConfigError` unless the stage is
+forced (``force_stages``), in which case it and every stage downstream of it are recomputed.
+A stage interrupted mid-way resumes from its temporary folder (chunked HDF5 outputs of
+upsampling and partial evolution resume chunk by chunk).
+
+Which sections a stage depends on, and which stages a forced stage forces, both follow from
+the one table :data:`STAGES` (each stage's inputs and the sections it reads itself).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from matscale import __version__
+from matscale.config import ConfigError, RunConfig, write_config
+from matscale.io import json_dump
+
+_STAGE_RECORD = "stage.json"
+_SECTION_ORDER = ("system", "small", "upsampling", "partial", "closure", "train", "reference",
+                  "evaluate")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: the stages whose outputs it reads and the config sections it reads itself."""
+
+    name: str
+    inputs: tuple[str, ...]
+    sections: tuple[str, ...]
+    per_p: bool = True
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("small_sim", (), ("system", "small")),
+    Stage("upsample", ("small_sim",), ("upsampling",)),
+    Stage("partial", ("upsample",), ("partial",)),
+    Stage("closure", ("upsample",), ("closure",)),
+    Stage("encode", ("partial", "closure"), ()),
+    Stage("fit", ("encode",), ("train",)),
+    Stage("reference", (), ("system", "reference"), per_p=False),
+    Stage("evaluate", ("fit", "reference"), ("evaluate",)),
+    Stage("plots", ("evaluate",), ()),
+)
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+_BY_NAME = {s.name: s for s in STAGES}
+
+
+def stage_sections(name: str) -> tuple[str, ...]:
+    """Every config section ``name`` depends on, through its inputs (canonical order)."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        stage = _BY_NAME[todo.pop()]
+        seen.update(stage.sections)
+        todo.extend(stage.inputs)
+    return tuple(s for s in _SECTION_ORDER if s in seen)
+
+
+def dependents(name: str) -> tuple[str, ...]:
+    """Every stage that consumes ``name``'s output, directly or not (table order)."""
+    found: set[str] = set()
+    frontier = {name}
+    while frontier:
+        frontier = {s.name for s in STAGES if set(s.inputs) & frontier} - found
+        found |= frontier
+    return tuple(s for s in STAGE_NAMES if s in found)
+
+
+def with_dependents(force: Iterable[str]) -> frozenset[str]:
+    """A forced stage forces every stage that consumes its output."""
+    force = frozenset(force)
+    return force.union(*(dependents(s) for s in force if s in _BY_NAME))
+
+
+def stage_config(cfg: RunConfig, stage: str, p: int | None) -> dict[str, Any]:
+    """The configuration record of ``stage`` (the sections it depends on; small.p = this p)."""
+    d = cfg.to_dict()
+    record = {name: d[name] for name in stage_sections(stage)}
+    if "small" in record:
+        record["small"] = {**record["small"], "p": p}
+    return record
+
+
+class StopPipeline(Exception):
+    """Raised internally after the ``stop_after`` stage."""
+
+
+def first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    """Dotted path of the first differing key between two JSON-like records."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+    return prefix or "(record)"
+
+
+@dataclass
+class StageRunner:
+    """Runs stages into ``out`` with atomic renames; see the module docstring for the rules."""
+
+    out: Path
+    force: frozenset[str] = frozenset()
+    stop_after: str | None = None
+    progress: bool = False
+    cfg: RunConfig | None = None  # written into every stage folder when given
+    executed: list[str] = field(default_factory=list)
+
+    def log(self, label: str, action: str, seconds: float = 0.0) -> None:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {label} {action} {seconds:.2f}s\n"
+        with open(self.out / "stages.log", "a", encoding="utf-8") as fh:
+            fh.write(line)
+        if self.progress:
+            print(f"[matscale] {label}: {action} ({seconds:.1f} s)", flush=True)
+
+    def run(self, stage: str, folder: Path, config: dict[str, Any], inputs: dict[str, str],
+            compute: Callable[[Path], None]) -> str:
+        """Run (or skip) one stage; returns its run id."""
+        label = str(folder.relative_to(self.out))
+        record = {"stage": stage, "config": config, "inputs": inputs}
+        done = folder / _STAGE_RECORD
+        if done.is_file():
+            old = json.loads(done.read_text(encoding="utf-8"))
+            same_config = old.get("config") == config
+            if same_config and old.get("inputs") == inputs and stage not in self.force:
+                self.log(label, "skipped")
+                self._maybe_stop(stage)
+                return old["run_id"]
+            if not same_config and stage not in self.force:
+                key = first_difference(old.get("config"), config)
+                raise ConfigError(
+                    f"stage '{stage}' in {folder} was made with a different configuration "
+                    f"(first difference: {key}); use --force-stage {stage} or another --out")
+        tmp = folder.parent / f".{folder.name}.partial"
+        pending = tmp / "stage.pending.json"
+        if tmp.exists():
+            same = pending.is_file() and json.loads(pending.read_text(encoding="utf-8")) == record
+            if not same:
+                shutil.rmtree(tmp)
+        tmp.mkdir(parents=True, exist_ok=True)
+        json_dump(record, pending)
+        start = time.perf_counter()
+        compute(tmp)
+        seconds = time.perf_counter() - start
+        run_id = uuid.uuid4().hex
+        pending.unlink()
+        if self.cfg is not None:
+            write_config(self.cfg, tmp)
+        json_dump({**record, "run_id": run_id, "seconds": seconds, "matscale_version": __version__,
+                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, tmp / _STAGE_RECORD)
+        self._swap_into_place(tmp, folder)
+        self.executed.append(label)
+        self.log(label, "ran", seconds)
+        # A recomputed stage invalidates its dependents through their recorded input run ids.
+        self._maybe_stop(stage)
+        return run_id
+
+    @staticmethod
+    def _swap_into_place(tmp: Path, folder: Path) -> None:
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old"
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, folder)
+
+    def _maybe_stop(self, stage: str) -> None:
+        if self.stop_after == stage:
+            raise StopPipeline(stage)
+
+
+def stage_folder(out: Path, stage: str, p: int | None) -> Path:
+    """Where ``stage`` of patch side ``p`` writes its output."""
+    return out / stage if not _BY_NAME[stage].per_p else out / f"p{p}" / stage
+
+
+def preflight(cfg: RunConfig, out: Path, force: frozenset[str]) -> None:
+    """Refuse, before anything is written, to mix a changed configuration into finished stages."""
+    folders = [(s.name, stage_folder(out, s.name, p), p) for s in STAGES if not s.per_p
+               for p in (None,)]
+    folders += [(s.name, stage_folder(out, s.name, p), p) for p in cfg.patch_sides
+                for s in STAGES if s.per_p]
+    for stage, folder, p in folders:
+        record = folder / _STAGE_RECORD
+        if stage in force or not record.is_file():
+            continue
+        old = json.loads(record.read_text(encoding="utf-8")).get("config")
+        new = stage_config(cfg, stage, p)
+        if old != new:
+            raise ConfigError(
+                f"stage '{stage}' in {folder} was made with a different configuration "
+                f"(first difference: {first_difference(old, new)}); use --force-stage {stage} "
+                f"or another --out")
+
+
+def check_run_folder(cfg: RunConfig, out: Path, force: frozenset[str]) -> None:
+    """Refuse to mix workflows or system kinds in one folder (stage records check the rest)."""
+    stored = out / "config.json"
+    if stored.is_file() and not force:
+        old = json.loads(stored.read_text(encoding="utf-8"))
+        new = cfg.to_dict()
+        old_workflow = {"spin": "pipeline"}.get(old.get("workflow"), old.get("workflow"))
+        if old_workflow != new.get("workflow"):
+            raise ConfigError(f"{out} holds a run with workflow={old.get('workflow')!r}; use another --out")
+        old_kind = (old.get("system") or {}).get("kind")
+        new_kind = (new.get("system") or {}).get("kind")
+        if old_kind != new_kind:
+            raise ConfigError(f"{out} holds a run of system.kind={old_kind!r}; use another --out")
+
+
+def run_pipeline(cfg: RunConfig, out: str | Path, *, force_stages: Iterable[str] = (),
+                 stop_after: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run (or resume) the whole workflow of ``cfg`` into ``out``; returns the summary metrics.
+
+    ``force_stages``: stage names to recompute even when their outputs exist (their dependents
+    are recomputed too). ``stop_after``: stop once that stage is done (for staged runs/tests).
+    """
+    from matscale.pipeline.fit_workflow import run_fit_workflow
+    from matscale.pipeline.report import write_summary
+    from matscale.pipeline.stages import run_patch_side
+    from matscale.systems.registry import build_system
+
+    out = Path(out)
+    force = frozenset(force_stages)
+    unknown = sorted(force - set(STAGE_NAMES) - {"fit_pairs"})
+    if unknown:
+        raise ConfigError(f"--force-stage {unknown[0]!r} is not a stage (allowed: {', '.join(STAGE_NAMES)})")
+    if stop_after is not None and stop_after not in STAGE_NAMES:
+        raise ConfigError(f"--stop-after {stop_after!r} is not a stage (allowed: {', '.join(STAGE_NAMES)})")
+    force = with_dependents(force)
+    out.mkdir(parents=True, exist_ok=True)
+    check_run_folder(cfg, out, force)
+    if cfg.workflow == "pipeline":
+        preflight(cfg, out, force)
+    write_config(cfg, out)
+    if cfg.workflow == "fit":
+        return run_fit_workflow(cfg, out, force=force, progress=progress)
+    system = build_system(cfg.system)
+    runner = StageRunner(out, force, stop_after, progress, cfg)
+    try:
+        ref_id = None
+        for p in cfg.patch_sides:
+            ref_id = run_patch_side(cfg, system, p, runner, ref_id)
+    except StopPipeline:
+        return {}
+    summary = write_summary(cfg, system, out)
+    runner.log("summary", "ran")
+    return summary

@@ -1,0 +1,482 @@
+"""The pipeline's stages, each a function of (configuration, system, inputs) -> files in a folder.
+
+The stages call only the system protocol (:mod:`matscale.systems.base`): they never ask which
+system they run. A system with a conditioning parameter (``parameter_name``, e.g. the alloy's
+temperature) runs the data-generation stages once per training value
+(``cfg.system.parameter_points``) and the SDE is fitted to all of them with the parameter as an
+input; a system without one runs them once and the SDE has no parameter input.
+
+Units: every duration and elapsed time is in the system's ``time_unit``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from matscale.config import RunConfig
+from matscale.io import h5_meta, json_dump, read_h5, sample_keys, write_h5
+from matscale.pipeline.runner import StageRunner, StopPipeline, stage_config
+
+# The SDE networks are small (d <= 6 inputs, 64-wide layers): one torch thread is as fast as two
+# on a quiet machine and avoids a 10-20x slowdown from spinning OpenMP threads on a busy one.
+FIT_THREADS = 1
+_QUENCH_GROUPS = 8
+_PAIR_FIELDS = ("z0", "delta", "dt", "patch_index", "patch_before", "patch_after", "z1_naive")
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameter groups and small helpers
+# ----------------------------------------------------------------------------------------------
+def parameter_groups(cfg: RunConfig, system: Any) -> list[tuple[tuple[int, ...], float | None, Any]]:
+    """(extra seed tags, parameter value, system at that value) per training group.
+
+    A system without a parameter has one group with no extra tags (its seeds are those of a
+    single-group run); a conditioned system has one group per training value, tagged by index.
+    """
+    points = tuple(cfg.system.parameter_points)
+    if not points:
+        return [((), None, system)]
+    return [((j,), float(v), system.at(v)) for j, v in enumerate(points)]
+
+
+def methods(cfg: RunConfig) -> tuple[str, ...]:
+    """The SDE variants trained: "ours" (L_p, lam = K), "naive" (the paper's baseline) or both."""
+    return ("ours", "naive") if cfg.train.method == "both" else (cfg.train.method,)
+
+
+def _field(result: Any, name: str) -> np.ndarray:
+    """Read field ``name`` from a dict-like or attribute-style result object."""
+    if isinstance(result, dict):
+        return np.asarray(result[name])
+    return np.asarray(getattr(result, name))
+
+
+def load_configs(folder: Path) -> np.ndarray:
+    """The upsampled large states of an ``upsample`` stage folder."""
+    return read_h5(folder / "configs.h5", ["configs"])["configs"]
+
+
+def _config_params(folder: Path) -> np.ndarray | None:
+    """Parameter value of every upsampled state (None for systems without a parameter)."""
+    data = read_h5(folder / "configs.h5")
+    return data.get("params")
+
+
+def _units(system: Any, **extra: str) -> dict[str, str]:
+    return {"times": system.time_unit, **extra}
+
+
+# ----------------------------------------------------------------------------------------------
+# small_sim
+# ----------------------------------------------------------------------------------------------
+def small_sim(cfg: RunConfig, system: Any, p: int, folder: Path, progress: bool) -> None:
+    """``n_runs`` independent small-box runs per training group from the system's random initial
+    states; snapshots every ``sweep_time``. snapshots [G, n_runs, n_sweeps + 1, *state]."""
+    from matscale.io import progress as bar
+
+    sm = cfg.small
+    small = system.resized(p)
+    runs = np.arange(sm.n_runs)
+    groups = parameter_groups(cfg, small)
+    shape = (p,) * small.grid_dim + tuple(small.cell_shape)
+    snaps = np.empty((len(groups), sm.n_runs, sm.n_sweeps + 1, *shape), dtype=small.state_dtype)
+    for g, (tags, _, sys_g) in enumerate(groups):
+        states = sys_g.random_states(sm.n_runs, np.random.default_rng([sm.seed, p, 0, *tags]))
+        snaps[g, :, 0] = states
+        desc = f"small p={p}" + (f" {small.parameter_name}={groups[g][1]:g}" if tags else "")
+        for k in bar(range(sm.n_sweeps), total=sm.n_sweeps, desc=desc, enabled=progress):
+            sys_g.evolve_batch(states, duration=sm.sweep_time,
+                               seeds=sample_keys(sm.seed, runs, "small", p, k, *tags))
+            snaps[g, :, k + 1] = states
+    times = sm.sweep_time * np.arange(sm.n_sweeps + 1, dtype=np.float64)
+    arrays = {"snapshots": snaps, "times": times}
+    if groups[0][1] is not None:
+        arrays["params"] = np.array([v for _, v, _ in groups], dtype=np.float64)
+    write_h5(folder / "snapshots.h5", arrays, {"side": p, "system": small.metadata()},
+             _units(small, snapshots=small.site_unit, params=str(small.parameter_name or "")))
+
+
+# ----------------------------------------------------------------------------------------------
+# upsample
+# ----------------------------------------------------------------------------------------------
+def upsample(cfg: RunConfig, system: Any, p: int, small_dir: Path, folder: Path,
+             progress: bool) -> None:
+    """Hierarchical upsampling p -> L per training group (K = 1: draw from the pool), plus
+    random augmentation; configs [N, *state] (groups in order), is_random [N], params [N]."""
+    data = read_h5(small_dir / "snapshots.h5")
+    up, L = cfg.upsampling, system.size
+    parts, flags, params = [], [], []
+    for g, (tags, value, sys_g) in enumerate(parameter_groups(cfg, system)):
+        snaps = data["snapshots"][g]                         # [R, S + 1, *small state]
+        pool = snaps.reshape(-1, *snaps.shape[2:])
+        pool_times = np.tile(data["times"], snaps.shape[0])
+        configs = _upsample_group(cfg, sys_g, p, pool, pool_times, tags, folder, progress)
+        if up.n_random:
+            rng = np.random.default_rng([up.seed, p, 1, *tags])
+            if p == L:  # the pool draw consumed this stream first
+                rng.integers(0, len(pool), size=up.n_configs)
+            extra = sys_g.random_states(up.n_random, rng)
+            if up.random_relax > 0:
+                _quench(sys_g, extra, up, p, tags)
+            configs = np.concatenate([configs, extra])
+        is_random = np.zeros(len(configs), dtype=bool)
+        is_random[len(configs) - up.n_random:] = up.n_random > 0
+        parts.append(configs)
+        flags.append(is_random)
+        params.append(np.full(len(configs), np.nan if value is None else value))
+    arrays = {"configs": np.concatenate(parts), "is_random": np.concatenate(flags)}
+    if not np.isnan(params[0][0]):
+        arrays["params"] = np.concatenate(params)
+    write_h5(folder / "configs.h5", arrays,
+             {"side": L, "p": p, "n_upsampled": up.n_configs, "n_random": up.n_random},
+             {"configs": system.site_unit, "params": str(system.parameter_name or "")})
+    (folder / "levels.h5").unlink(missing_ok=True)  # intermediate levels only serve the resume
+
+
+def _upsample_group(cfg: RunConfig, system: Any, p: int, pool: np.ndarray, pool_times: np.ndarray,
+                    tags: tuple[int, ...], folder: Path, progress: bool) -> np.ndarray:
+    up = cfg.upsampling
+    if p == system.size:
+        rng = np.random.default_rng([up.seed, p, 1, *tags])
+        return pool[rng.integers(0, len(pool), size=up.n_configs)]
+    from matscale.upsampling import hierarchical_upsample
+
+    seed = up.seed if not tags else int(sample_keys(up.seed, tags[0], "upsample-group")[0] >> np.uint64(2))
+    return hierarchical_upsample(
+        system, pool, system.size, up.n_configs, factor=up.factor, mode=up.mode,
+        window=up.window or None, stride=up.stride or None, n_events=up.n_events or None,
+        duration=None if up.n_events else up.duration, seed=seed, pool_times=pool_times,
+        progress=progress, out=str(folder / "levels.h5"),
+        group="upsampled" if not tags else f"upsampled_{tags[0]}")
+
+
+def _quench(system: Any, configs: np.ndarray, up: Any, p: int, tags: tuple[int, ...]) -> None:
+    """LocalRelax random configurations in place, group g of ``_QUENCH_GROUPS`` (round robin) for
+    window duration ``up.random_relax * g / (groups - 1)``: states along the initial relaxation."""
+    from matscale.upsampling import local_relax
+
+    for g in range(1, _QUENCH_GROUPS):
+        members = np.arange(g, len(configs), _QUENCH_GROUPS)
+        if len(members) == 0:  # fewer random configurations than groups
+            continue
+        block = np.ascontiguousarray(configs[members])
+        local_relax(system, block, window=up.window or p, stride=up.stride or None,
+                    duration=up.random_relax * g / (_QUENCH_GROUPS - 1),
+                    seeds=sample_keys(up.seed, members, "quench", p, 3, *tags))
+        configs[members] = block
+
+
+# ----------------------------------------------------------------------------------------------
+# partial
+# ----------------------------------------------------------------------------------------------
+def partial(cfg: RunConfig, system: Any, p: int, up_dir: Path, folder: Path, progress: bool) -> None:
+    """``pairs_per_config`` partial-evolution pairs per large state (exterior frozen by default),
+    each a mean of ``n_draws`` patch evolutions; the naive baseline's pairs when it is trained."""
+    pa = cfg.partial
+    all_configs = load_configs(up_dir)
+    config_params = _config_params(up_dir)
+    keep_patches = cfg.closure.dim > 0  # the closure encodes its own increments from the patches
+    chunks: list[dict[str, np.ndarray]] = []
+    for tags, value, sys_g in parameter_groups(cfg, system):
+        mine = slice(None) if value is None else config_params == value
+        configs = np.repeat(all_configs[mine], pa.pairs_per_config, axis=0)  # pair i <- config i // R
+        arrays = _partial_group(cfg, sys_g, p, configs, tags, folder, keep_patches, progress)
+        if value is not None:
+            arrays["params"] = np.full(len(configs), value)
+        chunks.append(arrays)
+    arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    names = list(system.observable_names)
+    write_h5(folder / "pairs.h5", arrays,
+             {"p": p, "K": cfg.n_patches(p), "n_draws": pa.n_draws, "observables": names,
+              "note": "delta = K x global increment (patch-share increment), mean of n_draws"},
+             {"dt": system.time_unit, "patch_before": system.site_unit,
+              "patch_after": system.site_unit, "params": str(system.parameter_name or "")})
+    for work in folder.glob("partial_work*.h5"):
+        work.unlink()
+
+
+def _partial_group(cfg: RunConfig, system: Any, p: int, configs: np.ndarray, tags: tuple[int, ...],
+                   folder: Path, keep_patches: bool, progress: bool) -> dict[str, np.ndarray]:
+    from matscale.partial import partial_evolution
+
+    pa = cfg.partial
+    suffix = "" if not tags else f"_{tags[0]}"
+    seed = pa.seed if not tags else int(sample_keys(pa.seed, tags[0], "partial-group")[0] >> np.uint64(2))
+    result = partial_evolution(
+        system, configs, p, n_events=pa.n_events or None,
+        duration=None if pa.n_events else pa.duration,
+        boundary=pa.boundary, seed=seed, chunk_size=pa.chunk_size, n_draws=pa.n_draws,
+        store_patches=keep_patches, out=str(folder / f"partial_work{suffix}.h5"), progress=progress)
+    arrays = {name: _field(result, name) for name in _PAIR_FIELDS
+              if keep_patches or not name.startswith("patch_")}
+    if "naive" in methods(cfg):
+        # The paper's baseline, with the paper's budget: one patch sweep of events on the same
+        # snapshots (an independent stream), next state = the patch observable afterwards.
+        naive = partial_evolution(
+            system, configs, p, n_events=pa.naive_n_events or p ** system.grid_dim,
+            boundary=pa.boundary, seed=seed + 7919, chunk_size=pa.chunk_size,
+            store_patches=keep_patches, out=str(folder / f"partial_work_naive{suffix}.h5"),
+            progress=progress)
+        arrays["z1_naive"] = _field(naive, "z1_naive")
+        arrays["dt_naive"] = np.asarray(_field(naive, "dt"), dtype=np.float64)
+        if keep_patches:
+            arrays["patch_after_naive"] = _field(naive, "patch_after")
+    d_phys = len(system.observable_names)
+    for name in ("z0", "delta", "z1_naive"):
+        arrays[name] = np.asarray(arrays[name], dtype=np.float64).reshape(len(configs), -1)[:, :d_phys]
+    return arrays
+
+
+# ----------------------------------------------------------------------------------------------
+# closure and encode
+# ----------------------------------------------------------------------------------------------
+def closure(cfg: RunConfig, system: Any, p: int, up_dir: Path, folder: Path, progress: bool) -> None:
+    """Train the patch-additive closure on (a subset of) the upsampled snapshots only."""
+    from matscale.closure import train_closure
+
+    cl = cfg.closure
+    configs = load_configs(up_dir)
+    if cl.max_train and len(configs) > cl.max_train:
+        pick = np.sort(np.random.default_rng([cl.seed, p, 2]).choice(len(configs), cl.max_train, replace=False))
+        configs = configs[pick]
+    model = train_closure(configs, system.observables(configs), p,
+                          d_closure=cl.dim, epochs=cl.epochs, batch_size=cl.batch_size, lr=cl.lr,
+                          normalization=cl.normalization, seed=cl.seed, progress=progress)
+    model.save(folder)
+
+
+def _encode_draws(model: Any, patches: np.ndarray) -> np.ndarray:
+    """Closure codes of patches [N, p, p], or the mean over draws of patches [N, R, p, p]."""
+    if patches.ndim == 3:
+        return model.encode_patches(patches)
+    n, R = patches.shape[:2]
+    return model.encode_patches(patches.reshape(n * R, *patches.shape[2:])).reshape(n, R, -1).mean(axis=1)
+
+
+def observable_names(system: Any, d_closure: int) -> tuple[str, ...]:
+    """Names of all macro-state components: the system's observables, then closure_1 .. d."""
+    return tuple(system.observable_names) + tuple(f"closure_{i + 1}" for i in range(d_closure))
+
+
+def encode(cfg: RunConfig, system: Any, p: int, up_dir: Path, partial_dir: Path,
+           closure_dir: Path | None, folder: Path) -> None:
+    """Macro-state training pairs z = (physical, closure): z0, delta (= K x global increment),
+    z1_naive (patch observables after evolution, the paper's naive next state), dt, params."""
+    pairs = read_h5(partial_dir / "pairs.h5")
+    z0, delta, z1_naive = pairs["z0"], pairs["delta"], pairs["z1_naive"]
+    dt_naive = pairs.get("dt_naive", pairs["dt"])
+    d_closure = 0
+    if closure_dir is not None:
+        from matscale.closure import ClosureModel
+
+        model = ClosureModel.load(closure_dir)
+        d_closure = model.arch.d_closure
+        before = _encode_draws(model, pairs["patch_before"])
+        after = _encode_draws(model, pairs["patch_after"])
+        # (without naive pairs of their own z1_naive is never fitted; reuse the codes)
+        after_naive = (_encode_draws(model, pairs["patch_after_naive"])
+                       if "patch_after_naive" in pairs else after)
+        z0_closure = np.repeat(model.encode(load_configs(up_dir)), cfg.partial.pairs_per_config, axis=0)
+        z0 = np.concatenate([z0, z0_closure], axis=1)
+        delta = np.concatenate([delta, after - before], axis=1)
+        z1_naive = np.concatenate([z1_naive, after_naive], axis=1)
+    arrays = {"z0": z0, "delta": delta, "z1_naive": z1_naive, "dt": pairs["dt"], "dt_naive": dt_naive}
+    if "params" in pairs:
+        arrays["params"] = pairs["params"]
+    write_h5(folder / "pairs.h5", arrays,
+             {"observables": list(observable_names(system, d_closure)), "K": cfg.n_patches(p), "p": p,
+              "parameter": system.parameter_name},
+             {"dt": system.time_unit})
+
+
+# ----------------------------------------------------------------------------------------------
+# fit
+# ----------------------------------------------------------------------------------------------
+def fit(cfg: RunConfig, system: Any, p: int, encode_dir: Path, folder: Path, progress: bool) -> None:
+    """Fit one SDE per method: "ours" = L_p with lam = K on (z0, z0 + delta); "naive" = lam = 1
+    on (z0, z1_naive). An interrupted fit resumes from its checkpoints; finished methods are kept."""
+    from matscale.sde import fit_sde
+
+    tr = cfg.train
+    data = read_h5(encode_dir / "pairs.h5")
+    meta = h5_meta(encode_dir / "pairs.h5")
+    K = cfg.n_patches(p)
+    params = data["params"][:, None] if "params" in data else None
+    for method in methods(cfg):
+        target = folder / method
+        if (target / "model.json").is_file():  # finished before an interruption: keep it
+            continue
+        if method == "ours":
+            lam = tr.lam or float(K) / cfg.partial.n_draws  # delta is a mean of n_draws draws
+            z1, dt = data["z0"] + data["delta"], data["dt"]
+        else:
+            z1, lam, dt = data["z1_naive"], 1.0, data.get("dt_naive", data["dt"])
+        sde = fit_sde(data["z0"], z1, dt, params=params, loss="partial", lam=lam,
+                      diffusion=tr.diffusion, hidden=tuple(tr.hidden), epochs=tr.epochs,
+                      batch_size=tr.batch_size, lr=tr.lr, seed=tr.seed, device=tr.device or None,
+                      validation_fraction=tr.validation_fraction, progress=progress,
+                      num_threads=FIT_THREADS, checkpoint_dir=target / "checkpoints",
+                      drift_scheme=tr.drift_scheme if method == "ours" else "euler")
+        sde.save(target / "sde")
+        json_dump({"method": method, "lam": lam, "K": K, "p": p, "observables": meta["observables"],
+                   "parameter": system.parameter_name, "median_dt": float(np.median(dt)),
+                   "history": getattr(sde, "history", None)}, target / "model.json")
+
+
+# ----------------------------------------------------------------------------------------------
+# reference
+# ----------------------------------------------------------------------------------------------
+def reference(cfg: RunConfig, system: Any, folder: Path, progress: bool) -> None:
+    """Direct large-system runs per reference condition, recorded on a common time grid."""
+    from matscale.io import progress as bar
+
+    ref = cfg.reference
+    n_t = int(round(ref.duration / ref.grid_dt))
+    rng = np.random.default_rng([ref.seed, 3])
+    conditions = ref.conditions
+    C, R = len(conditions), ref.n_runs
+    systems = [system if param is None else system.at(param) for param, _ in conditions]
+    states = [sys_c.random_states(R, rng, condition=init)
+              for sys_c, (_, init) in zip(systems, conditions)]
+    initial = np.stack(states).copy()
+    d = len(system.observable_names)
+    obs = np.empty((C, R, n_t + 1, d))
+    for c in range(C):
+        obs[c, :, 0] = systems[c].observables(states[c])
+    for k in bar(range(n_t), total=n_t, desc="reference", enabled=progress):
+        for c in range(C):
+            replicas = np.arange(c * R, (c + 1) * R)
+            systems[c].evolve_batch(states[c], duration=ref.grid_dt,
+                                    seeds=sample_keys(ref.seed, replicas, "reference", k))
+            obs[c, :, k + 1] = systems[c].observables(states[c])
+    params = [np.nan if param is None else param for param, _ in conditions]
+    write_h5(folder / "reference.h5",
+             {"observables": obs, "times": ref.grid_dt * np.arange(n_t + 1),
+              "initial_configs": initial, "final_configs": np.stack(states),
+              "conditions": np.asarray(ref.condition_values, dtype=np.float64),
+              "params": np.asarray(params, dtype=np.float64)},
+             {"observables_names": list(system.observable_names), "system": system.metadata(),
+              "condition_label": ref.condition_label},
+             {"times": system.time_unit, "initial_configs": system.site_unit,
+              "final_configs": system.site_unit})
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluate and plots
+# ----------------------------------------------------------------------------------------------
+def _auto_substeps(model_json: Path, grid_dt: float) -> int:
+    """Rollout substeps per grid interval: the integration step is at most twice the median
+    training δt of the model (the SDE is only identified on that time scale)."""
+    import json
+
+    median_dt = json.loads(model_json.read_text()).get("median_dt") or grid_dt
+    return max(1, math.ceil(grid_dt / (2.0 * median_dt) - 1e-9))
+
+
+def evaluate(cfg: RunConfig, system: Any, p: int, p_dir: Path, ref_dir: Path, folder: Path) -> None:
+    """Roll every trained SDE out from the encoded initial states of the reference runs and
+    compare the paths with the direct ones (metrics.json, curves.npz)."""
+    from matscale.evaluate import compare_paths
+    from matscale.pipeline.model import load, predict_paths
+
+    ev, ref = cfg.evaluate, cfg.reference
+    data = read_h5(ref_dir / "reference.h5")
+    names = tuple(system.observable_names)
+    d_phys = len(names)
+    true = data["observables"][..., :d_phys]  # [C, R, n_t, d_phys]
+    n_steps = true.shape[2] - 1
+    params = data["params"] if system.parameter_name is not None else None
+    metrics: dict[str, Any] = {"p": p, "n_s": int(p ** system.grid_dim * max(1, math.prod(system.cell_shape))),
+                               "K": cfg.n_patches(p), "condition_label": ref.condition_label,
+                               "conditions": list(ref.condition_values)}
+    curves: dict[str, np.ndarray] = {"times": data["times"],
+                                     "true_mean": true.mean(1), "true_std": true.std(1, ddof=1)}
+    for method in methods(cfg):
+        model = load(p_dir, method=method)
+        substeps = ev.substeps or _auto_substeps(p_dir / "fit" / method / "model.json", ref.grid_dt)
+        pred = predict_paths(model, data["initial_configs"], n_steps, ref.grid_dt, ev.n_paths,
+                             substeps=substeps, seed=ev.seed, params=params)[..., :d_phys]
+        finite = np.all(np.isfinite(pred), axis=(0, 2, 3))
+        n_bad = int((~finite).sum())
+        if finite.sum() < 2:
+            raise FloatingPointError(f"method '{method}': fewer than 2 finite predicted paths")
+        pred = pred[:, finite]
+        result = compare_paths(pred, true, names, paper_paths=ev.paper_paths,
+                               mmd_bootstrap=ev.mmd_bootstrap,
+                               rng=np.random.default_rng([ev.seed, 4]),
+                               conditions=ref.condition_values)
+        result["n_paths_diverged"] = n_bad
+        metrics[method] = result
+        curves[f"{method}_mean"] = pred.mean(1)
+        curves[f"{method}_std"] = pred.std(1, ddof=1)
+    json_dump(metrics, folder / "metrics.json")
+    np.savez(folder / "curves.npz", **curves, names=np.array(names))
+
+
+def plots(cfg: RunConfig, system: Any, p: int, p_dir: Path, ref_dir: Path, folder: Path) -> None:
+    """Mean ± std of the observables vs time (predicted and direct) and upsampling diagnostics."""
+    from matscale.plots import plot_mean_std_curves
+
+    curves = dict(np.load(p_dir / "evaluate" / "curves.npz"))
+    ref = cfg.reference
+    plot_mean_std_curves(curves, ref.condition_values, folder / "mean_std_vs_time.png",
+                         title=f"{cfg.system.describe()}; small side {p}",
+                         condition_label=ref.condition_label, time_unit=system.time_unit)
+    from matscale.upsampling import compare_snapshots, plot_upsampling_diagnostics
+
+    if p < system.size:
+        up = load_configs(p_dir / "upsample")
+        final = read_h5(ref_dir / "reference.h5", ["final_configs"])["final_configs"]
+        diag = compare_snapshots(up[: min(len(up), 2000)], final.reshape(-1, *final.shape[2:]),
+                                 observables=system.observables, names=tuple(system.observable_names),
+                                 structure_factor=getattr(system, "structure_factor", None))
+        plot_upsampling_diagnostics(diag, folder / "upsampling_diagnostics.png")
+
+
+# ----------------------------------------------------------------------------------------------
+# One patch side through all stages
+# ----------------------------------------------------------------------------------------------
+def run_patch_side(cfg: RunConfig, system: Any, p: int, runner: StageRunner, ref_id: str | None) -> str:
+    """Run (or resume) every stage of patch side ``p``; returns the reference's run id."""
+    from matscale.config import write_config
+
+    out = runner.out
+    pdir = out / f"p{p}"
+    pdir.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, pdir)
+    prog = runner.progress
+
+    def stage(name: str, inputs: dict[str, str], compute: Callable[[Path], None]) -> str:
+        return runner.run(name, pdir / name, stage_config(cfg, name, p), inputs, compute)
+
+    ids: dict[str, str] = {}
+    ids["small_sim"] = stage("small_sim", {}, lambda f: small_sim(cfg, system, p, f, prog))
+    ids["upsample"] = stage("upsample", {"small_sim": ids["small_sim"]},
+                            lambda f: upsample(cfg, system, p, pdir / "small_sim", f, prog))
+    ids["partial"] = stage("partial", {"upsample": ids["upsample"]},
+                           lambda f: partial(cfg, system, p, pdir / "upsample", f, prog))
+    closure_dir = None
+    enc_inputs = {"partial": ids["partial"], "upsample": ids["upsample"]}
+    if cfg.closure.dim > 0:
+        ids["closure"] = stage("closure", {"upsample": ids["upsample"]},
+                               lambda f: closure(cfg, system, p, pdir / "upsample", f, prog))
+        closure_dir = pdir / "closure"
+        enc_inputs["closure"] = ids["closure"]
+    elif runner.stop_after == "closure":
+        raise StopPipeline("closure")
+    ids["encode"] = stage("encode", enc_inputs,
+                          lambda f: encode(cfg, system, p, pdir / "upsample", pdir / "partial",
+                                           closure_dir, f))
+    ids["fit"] = stage("fit", {"encode": ids["encode"]},
+                       lambda f: fit(cfg, system, p, pdir / "encode", f, prog))
+    if ref_id is None:
+        ref_id = runner.run("reference", out / "reference", stage_config(cfg, "reference", None), {},
+                            lambda f: reference(cfg, system, f, prog))
+    ids["evaluate"] = stage("evaluate", {"fit": ids["fit"], "reference": ref_id},
+                            lambda f: evaluate(cfg, system, p, pdir, out / "reference", f))
+    stage("plots", {"evaluate": ids["evaluate"]},
+          lambda f: plots(cfg, system, p, pdir, out / "reference", f))
+    return ref_id
