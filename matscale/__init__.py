@@ -1,8 +1,8 @@
 """matscale: learn the macroscopic stochastic dynamics of large systems from small simulations.
 
 Entry points: :func:`matscale.load` (a finished run folder -> fitted macroscopic model),
-:mod:`matscale.sde` (fit_sde / FittedSDE / load_sde), :mod:`matscale.systems` (CurieWeiss,
-Ising2D), :mod:`matscale.alloy` (BCC alloy engine), :mod:`matscale.calculators` (energies).
+:mod:`matscale.sde` (fit_sde / FittedSDE / load_sde), :mod:`matscale.systems` (the microscopic
+systems and their registry), :mod:`matscale.alloy` (BCC alloy engine), :mod:`matscale.calculators` (energies).
 Submodules are imported lazily so that ``import matscale`` stays light.
 """
 from __future__ import annotations

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", help="TOML configuration (omit with --quick)")
     run.add_argument("--out", required=True, help="output folder (created; reruns resume)")
     run.add_argument("--quick", action="store_true",
-                     help="use the embedded small default (matscale/data/quick.toml) when no CONFIG")
+                     help="run CONFIG's [quick] preset (smaller values), or the embedded small "
+                          "default when no CONFIG is given")
     run.add_argument("--force-stage", action="append", default=[], metavar="STAGE",
                      choices=list(STAGE_NAMES) + ["fit_pairs"],
                      help="recompute STAGE (and everything after it) even if its output exists; repeatable")
@@ -74,7 +75,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             _fail("run: give CONFIG, or --quick for the embedded default")
         cfg = quick_config()
     else:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, quick=args.quick)
     summary = run_pipeline(cfg, args.out, force_stages=args.force_stage,
                            stop_after=args.stop_after, progress=not args.quiet)
     if not args.quiet:

@@ -90,18 +90,14 @@ class UpsamplingConfig:
 
 @dataclass(frozen=True)
 class PartialConfig:
-    """Partial evolution: one uniformly drawn p x p patch per large configuration is evolved for
-    ``duration`` Glauber time units (or ``n_events`` events when > 0, the paper's choice of one
+    """Partial evolution: one uniformly drawn patch of side p per large configuration is evolved
+    for ``duration`` time units (or ``n_events`` events when > 0, the paper's choice of one
     patch sweep) with the given exterior ``boundary``.
 
     ``duration`` must be short compared with the relaxation time τ of what the patch can relax
     on its own while its exterior stays frozen: the mean increment over δt is then
-    μ·τ(1 − e^{−δt/τ}) rather than μ·δt. Curie–Weiss: the patch magnetization relaxes in the
-    frozen global field within τ ≈ 1, so δt = 0.05 keeps the bias at 2.5 % (the paper's one-sweep
-    step, δt ≈ 2.6, underestimates the drift by ~60 %). Ising: m relaxes slowly (τ ≈ 20) and ρ_dw
-    near its quasi-equilibrium in τ ≈ 2, so δt = 0.2 is short for both (the decay of ρ_dw right
-    after a random start, τ ≈ 0.8, comes out ~12 % slow); the longer step gives 4x less noise
-    per pair than δt = 0.05.
+    μ·τ(1 − e^{−δt/τ}) rather than μ·δt; a longer step gives less noise per pair. The measured
+    choices for each shipped system are documented with the system (``matscale.systems``).
 
     ``pairs_per_config`` independent pairs (each its own patch and random stream) are drawn from
     every large configuration: the short δt makes a single increment noisy, and extra pairs cost
@@ -126,8 +122,8 @@ class PartialConfig:
 
 @dataclass(frozen=True)
 class ClosureConfig:
-    """Patch-additive CNN closure. ``dim`` closure variables (0 = no closure, forced for
-    Curie-Weiss); trained with BCE reconstruction on at most ``max_train`` upsampled snapshots
+    """Patch-additive CNN closure. ``dim`` closure variables (0 = no closure; the default where
+    the system has no closure model); trained with BCE reconstruction on at most ``max_train`` upsampled snapshots
     (0 = all). ``normalization`` of the latents uses training data only."""
 
     dim: int = 2
@@ -475,21 +471,65 @@ def _system_kind(raw: Mapping[str, Any]) -> Any:
     return get_kind(_coerce("system.kind", system["kind"], "str"))
 
 
-def loads_config(text: str, *, source: str | Path = ".") -> RunConfig:
-    """Parse and validate TOML text."""
+def apply_quick(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The configuration with its ``[quick]`` preset merged in (section by section, key by key).
+
+    A configuration may carry a ``[quick]`` table of section tables (``[quick.small]``, ...)
+    whose values replace those of the full run: ``matscale run CONFIG --quick`` runs that
+    smaller preset. Without ``quick`` the table is only checked to name known sections.
+    """
+    preset = raw.get("quick")
+    if not isinstance(preset, Mapping):
+        raise ConfigError("this configuration has no [quick] table (a preset of smaller values "
+                          "for --quick); run it without --quick")
+    merged = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items() if k != "quick"}
+    for section, values in preset.items():
+        if isinstance(values, Mapping):
+            merged.setdefault(section, {})
+            if not isinstance(merged[section], dict):
+                raise ConfigError(f"quick.{section} replaces a value that is not a table")
+            merged[section].update(values)
+        else:
+            merged[section] = values
+    return merged
+
+
+def _strip_quick(raw: Mapping[str, Any]) -> dict[str, Any]:
+    preset = raw.get("quick", {})
+    if not isinstance(preset, Mapping):
+        raise ConfigError(f"[quick] must be a table of section tables, got {_type_name(preset)}")
+    allowed = set(_SECTION_TYPES) | set(_TOP_LEVEL_SCALARS)
+    unknown = sorted(set(preset) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown key 'quick.{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
+    return {k: v for k, v in raw.items() if k != "quick"}
+
+
+def loads_config(text: str, *, source: str | Path = ".", quick: bool = False) -> RunConfig:
+    """Parse and validate TOML text (with ``quick``, its ``[quick]`` preset applied)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}") from None
-    return config_from_dict(raw, source=source)
+    if quick:
+        return config_from_dict(apply_quick(raw), source=source)
+    return config_from_dict(_strip_quick(raw), source=source)
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a TOML configuration file; relative paths inside resolve from its folder."""
+def load_config(path: str | Path, *, quick: bool = False) -> RunConfig:
+    """Read and validate a TOML configuration file; relative paths inside resolve from its
+    folder. ``quick`` applies the file's ``[quick]`` preset (see :func:`apply_quick`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    return loads_config(path.read_text(encoding="utf-8"), source=path.resolve().parent)
+    try:
+        return loads_config(path.read_text(encoding="utf-8"), source=path.resolve().parent,
+                            quick=quick)
+    except ConfigError as exc:
+        if quick and "no [quick] table" in str(exc):
+            raise ConfigError(f"{path.name} has no [quick] table (a preset of smaller values for "
+                              "--quick); run it without --quick") from None
+        raise
 
 
 def quick_config() -> RunConfig:

@@ -183,6 +183,32 @@ def standardize_pair(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarr
     return np.asarray(reference) / scale, np.asarray(other) / scale
 
 
+def per_condition_moments(pred: np.ndarray, true: np.ndarray, names: Sequence[str]) -> list[dict]:
+    """Mean and std curves per condition and observable, predicted against direct.
+
+    pred [C, n_pred, n_t, d], true [C, n_true, n_t, d]. For each condition and observable:
+    ``max_abs_mean_error`` (max over time of |mean_pred − mean_direct|), ``rel_mean_error``
+    (that error divided by max |mean_direct| over time), ``direct_sem`` (the largest standard
+    error of the direct mean over time, the resolution of the comparison), ``std_ratio``
+    (time-averaged predicted std over time-averaged direct std, first grid point excluded as
+    every path starts from its own direct state) and ``final_mean_pred``/``final_mean_direct``.
+    """
+    out = []
+    for c in range(pred.shape[0]):
+        row = {}
+        for k, name in enumerate(names):
+            mp, mt = pred[c, :, :, k].mean(0), true[c, :, :, k].mean(0)
+            sp, st = pred[c, :, 1:, k].std(0, ddof=1), true[c, :, 1:, k].std(0, ddof=1)
+            err = float(np.max(np.abs(mp - mt)))
+            row[name] = {"max_abs_mean_error": err,
+                         "rel_mean_error": err / max(float(np.max(np.abs(mt))), 1e-300),
+                         "direct_sem": float(np.max(true[c, :, :, k].std(0, ddof=1))) / np.sqrt(true.shape[1]),
+                         "std_ratio": float(sp.mean() / st.mean()) if st.mean() > 0 else float("nan"),
+                         "final_mean_pred": float(mp[-1]), "final_mean_direct": float(mt[-1])}
+        out.append(row)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # The full comparison used by the pipeline
 # ----------------------------------------------------------------------------------------------
@@ -217,6 +243,7 @@ def compare_paths(pred: np.ndarray, true: np.ndarray, names: Sequence[str], *, p
         "stationary": {"direct": stationary_statistics(true, names),
                        "predicted": stationary_statistics(pred, names)},
     }
+    result["per_condition"] = per_condition_moments(pred, true, names)
     if conditions is not None:
         result["conditions"] = [float(c) for c in conditions]
     mmd_final = []
@@ -236,5 +263,5 @@ def compare_paths(pred: np.ndarray, true: np.ndarray, names: Sequence[str], *, p
 
 __all__ = [
     "paper_test_error", "moment_errors", "stationary_statistics", "mmd2_unbiased", "mmd2_with_ci",
-    "median_bandwidths", "standardize_pair", "compare_paths",
+    "median_bandwidths", "standardize_pair", "compare_paths", "per_condition_moments",
 ]

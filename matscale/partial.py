@@ -4,17 +4,16 @@ For every large snapshot x_t (side L cells) one patch I of side p is drawn unifo
 K = (L/p)**grid_dim non-overlapping patches (:mod:`matscale.geometry`), and only that patch is
 evolved for δt with the exterior frozen (``boundary="frozen"``: the exterior is the true
 boundary condition; ``"periodic"`` evolves the patch as an isolated periodic box where the
-system offers it, as the paper code did for Ising). What "evolving a patch" means is the
+system offers it, as the paper code did for its spin model). What "evolving a patch" means is the
 system's ``evolve_windows`` (the alloy moves the vacancies that start inside the patch).
 
 Budget: a fixed ``duration`` δt (default ``DEFAULT_DURATION`` = 1 system time unit; spin
 systems: one attempt per site) or a fixed number of events ``n_events`` (the paper's p**2,
 "one patch sweep", with a random δt). The fixed-duration increment is exact: started from
 equilibrium its mean is zero. The fixed-event increment is not: a rejection-free chain stopped
-after n events is distributed as π·R/<R> (R = the patch's total flip rate), which biases the
-increment (Ising T=2.5, h=0.1, L=32, p=8, 3000 equilibrium samples: n_events=64 gives
-E[delta] = (−0.035, +0.017) ± (0.003, 0.0015) for (m, ρ_dw); duration=6, the same mean δt, gives
-(−0.003, −0.0004), zero within noise; see tests/test_partial.py). Use ``n_events`` only for comparison with the paper.
+after n events is distributed as π·R/<R> (R = the patch's total event rate), which biases the
+increment (measured for a spin model in :mod:`matscale.systems.spin`). Use ``n_events`` only
+for comparison with the paper.
 
 Stored per sample i (``d`` = number of observables):
 

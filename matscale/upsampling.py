@@ -32,8 +32,8 @@ LocalRelax design choices (the paper code used fixed 16x16 periodic windows):
   ``evolve_windows``. A fixed *number of events* (the paper's ``window**2``) is available via
   ``n_events`` but is not the default: a rejection-free chain stopped after a fixed number of
   events is distributed as π(x)·R(x)/<R> (R = total rate of the window), not as π, so it
-  shifts the statistics of every window it touches (Ising T=2.5, 8x8 windows: m drops from
-  0.705 to 0.664). A fixed duration leaves the conditional Gibbs measure invariant;
+  shifts the statistics of every window it touches (a measurement is in
+  :mod:`matscale.systems.spin`). A fixed duration leaves the conditional Gibbs measure invariant;
 * ``order="random"`` (default): each configuration visits its windows in its own random
   permutation, and the whole window grid is shifted by a random offset in ``[0, stride)``.
   Every window update leaves the equilibrium measure invariant whatever the order, so the
@@ -381,10 +381,8 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
     every level). ``pool_times [M]`` are the recording times of the small snapshots, required by
     time-matched modes (``"tile_time"``).
 
-    ``mode`` defaults to ``"tile"``: on Ising T=2.5, h=0.1, 16^2 -> 64^2 with the default
-    relaxation, tiling reproduces the direct 64^2 means of m and ρ_dw within noise and S(k)
-    within ~10 %, while ``"duplicate"`` (the paper's operator) leaves m low by ~0.09 and S(k)
-    at small k several times too large (tests/test_upsampling.py, compare_snapshots).
+    ``mode`` defaults to ``"tile"`` (for a spin model, tiling reproduces the direct large-box
+    statistics where the paper's ``"duplicate"`` does not; see :mod:`matscale.systems.spin`).
 
     With ``out`` (an HDF5 path) every level is written chunk by chunk to
     ``{group}/level_{k}`` (dataset ``configs``) and a rerun resumes where it stopped; a finished

@@ -49,14 +49,31 @@ class MacroModel:
             z = np.concatenate([z, self.closure.encode(states)], axis=1)
         return z
 
+    @property
+    def n_sites(self) -> int:
+        """Sites of the large system the SDE was learned for (K patches of the small box)."""
+        return int(self.system.size ** self.system.grid_dim * math.prod(self.system.cell_shape))
+
     def sample(self, z0: np.ndarray, n_steps: int, dt: float, n_paths: int = 1,
                seed: int | None = None, method: str = "em", parameter: Any = None,
-               **named: Any) -> np.ndarray:
+               n_sites: int | None = None, **named: Any) -> np.ndarray:
         """Paths of the SDE from ``z0``; ``parameter`` (or the keyword named by
-        ``parameter_name``) is the conditioning value, a scalar or one per initial state."""
+        ``parameter_name``) is the conditioning value, a scalar or one per initial state.
+
+        ``n_sites``: predict a system of another size n' (default: the trained one, n). The
+        observables are means of patch shares whose increments are independent between distant
+        patches, so the drift is intensive and the diffusion scales as sqrt(n / n') — the same
+        scaling that makes lam = K the covariance factor of the patch-increment likelihood.
+        """
         params = self._params(parameter, named, np.shape(z0))
+        scale = 1.0
+        if n_sites is not None:
+            if int(n_sites) < 1:
+                raise ValueError(f"n_sites must be a positive number of sites, got {n_sites}")
+            scale = math.sqrt(self.n_sites / int(n_sites))
         return np.asarray(self.sde.sample(np.asarray(z0, dtype=np.float64), n_steps, dt,
-                                          n_paths=n_paths, seed=seed, method=method, params=params))
+                                          n_paths=n_paths, seed=seed, method=method, params=params,
+                                          noise_scale=scale))
 
     def _params(self, parameter: Any, named: dict[str, Any], z_shape: tuple[int, ...]) -> Any:
         name = self.parameter_name

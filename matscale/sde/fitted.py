@@ -148,13 +148,17 @@ class FittedSDE:
     # ------------------------------------------------------------------ rollout
     def sample(self, z0: Any, n_steps: int, dt: float, *, n_paths: int = 1, params: Any = None,
                seed: int | torch.Generator | None = None, method: str = "em",
-               device: str | torch.device | None = None) -> Any:
+               device: str | torch.device | None = None, noise_scale: float = 1.0) -> Any:
         """Roll out ``n_paths`` paths per initial state with step ``dt`` [t].
 
         z0 [d] -> [n_paths, n_steps + 1, d]; z0 [M, d] -> [M, n_paths, n_steps + 1, d].
         params: [q] (shared) or [M, q]. The result includes z0 at index 0. Same seed -> same paths
         (on the same device). ``method``: "em" or "milstein" (diagonal diffusions only).
+        ``noise_scale`` multiplies sigma (e.g. sqrt(n / n') for a system of n' instead of n
+        sites when the noise is a sum of independent local contributions).
         """
+        if not (isinstance(noise_scale, (int, float)) and np.isfinite(noise_scale) and noise_scale >= 0):
+            raise ValueError(f"noise_scale: must be a finite number >= 0, got {noise_scale!r}")
         if method not in METHODS:
             raise ValueError(f"method: unknown {method!r}; allowed: {', '.join(METHODS)}")
         if method == "milstein" and not self.model.diagonal:
@@ -184,10 +188,15 @@ class FittedSDE:
             self.model.to(dev)
         try:
             gen = make_generator(seed, dev)
+            scale = float(noise_scale)
+
+            def coefficients(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                mu, sigma = self._coefficients_t(z, p_flat)
+                return mu, sigma if scale == 1.0 else sigma * scale
+
             paths = integrate(lambda z: self._drift_t(z, p_flat),
-                              lambda z: self._sigma_t(z, p_flat, diagonal_ok=True),
-                              z_flat, int(n_steps), dt, gen, method,
-                              coefficients_fn=lambda z: self._coefficients_t(z, p_flat))
+                              lambda z: self._sigma_t(z, p_flat, diagonal_ok=True) * scale,
+                              z_flat, int(n_steps), dt, gen, method, coefficients_fn=coefficients)
         finally:
             if dev != model_device:
                 self.model.to(model_device)
