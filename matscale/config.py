@@ -32,7 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-UPSAMPLE_MODES = ("duplicate", "tile", "tile_matched")
+UPSAMPLE_MODES = ("duplicate", "tile", "tile_matched", "tile_time")
 BOUNDARIES = ("frozen", "periodic")
 NORMALIZATIONS = ("minmax", "zscore")
 TRAIN_METHODS = ("ours", "naive", "both")
@@ -158,15 +158,18 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Evaluation of the fitted SDE against the reference: ``n_paths`` predicted paths per initial
-    magnetization (>= 200 recommended), the paper's metric also on ``paper_paths`` paths, EM with
-    ``substeps`` steps per grid interval (0 = automatic: the largest step not above twice the
-    median training δt of the model), ``mmd_bootstrap`` bootstrap resamples for the MMD CI."""
+    """Evaluation of the fitted SDE against the reference: ``n_paths`` predicted paths per
+    reference condition (>= 200 recommended), the paper's metric also on ``paper_paths`` paths,
+    EM with ``substeps`` steps per grid interval (0 = automatic: the largest step not above twice
+    the median training δt of the model), ``mmd_bootstrap`` bootstrap resamples for the MMD CI.
+    ``sizes``: further box sides (cells per axis, multiples of the small side) at which the SDE
+    is rolled out with its noise scaled to that size, for the std-vs-size study."""
 
     n_paths: int = 200
     paper_paths: int = 20
     substeps: int = 0
     mmd_bootstrap: int = 200
+    sizes: tuple[int, ...] = ()
     seed: int = 6
 
 
@@ -383,6 +386,10 @@ def _check_pipeline(cfg: RunConfig) -> None:
              f"(allowed: 1..min(evaluate.n_paths, reference.n_runs)={min(ev.n_paths, ref.n_runs)})")
     _positive("evaluate.substeps", ev.substeps, allow_zero=True)
     _positive("evaluate.mmd_bootstrap", ev.mmd_bootstrap, allow_zero=True)
+    for i, side in enumerate(ev.sizes):
+        _require(side >= 1 and all(side % p == 0 for p in sm.p),
+                 f"evaluate.sizes[{i}]={side} out of range (allowed: box sides that are multiples of "
+                 f"every small.p {list(sm.p)})")
 
 
 def _check_train_like(section: str, diffusion: str, hidden: tuple[int, ...], epochs: int,

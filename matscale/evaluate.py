@@ -134,7 +134,7 @@ def _mmd2_weighted(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray,
     def within(k: np.ndarray, c: np.ndarray) -> float:
         num = c @ k @ c - np.sum(c * c * np.diag(k))
         den = c.sum() ** 2 - np.sum(c * c)
-        return num / den
+        return num / den if den > 0 else float("nan")  # a resample of one distinct point
 
     return float(within(kxx, cx) + within(kyy, cy) - 2.0 * (cx @ kxy @ cy) / (cx.sum() * cy.sum()))
 

@@ -49,6 +49,7 @@ __all__ = [
     "read_h5",
     "h5_meta",
     "json_dump",
+    "read_json",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -428,6 +429,11 @@ def h5_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON ``meta`` attribute of an HDF5 file written by :func:`write_h5`."""
     with h5py.File(path, "r") as f:
         return json.loads(f.attrs["meta"])
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON document of a file."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def json_dump(obj: Any, path: str | os.PathLike) -> None:

@@ -92,4 +92,64 @@ def plot_test_error_vs_ns(results: Mapping[str, Mapping[str, Any]], methods: Seq
     return path
 
 
-__all__ = ["plot_mean_std_curves", "plot_test_error_vs_ns"]
+def plot_equilibrium_vs_parameter(eq: Mapping[str, Any], names: Sequence[str], path: str | Path,
+                                  *, parameter_label: str = "parameter") -> Path:
+    """Late-time mean of every observable vs the conditioning parameter: the learned SDE (line),
+    the small-box direct runs (points with standard errors) and the large-box direct reference
+    runs (squares), one panel per observable (``eq``: the ``equilibrium`` metrics of evaluate)."""
+    plt = _pyplot()
+    x = np.asarray(eq["values"])
+    pred, small = np.asarray(eq["predicted"]), np.asarray(eq["small_direct"])
+    sem = np.asarray(eq["small_direct_sem"])
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for k, name in enumerate(names):
+        ax = axes[k // cols][k % cols]
+        ax.plot(x, pred[:, k], "-o", color="C3", ms=3, label="learned SDE (large box)")
+        ax.errorbar(x, small[:, k], yerr=sem[:, k], fmt="s", color="k", ms=3, capsize=2,
+                    label=f"direct small box ({eq['small_n_sites']} sites)")
+        if len(eq.get("reference_values", [])):
+            ax.plot(eq["reference_values"], np.asarray(eq["reference_direct"])[:, k], "D", color="C0",
+                    ms=5, mfc="none", label="direct large box")
+        ax.set_xlabel(parameter_label)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    for k in range(len(names), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_std_vs_size(scaling: Mapping[str, Any], names: Sequence[str], conditions: Sequence[float],
+                     path: str | Path, *, condition_label: str = "condition") -> Path:
+    """Late-time std of every observable vs the number of sites (log-log), predicted at each
+    size and direct at the trained size, with the n^-1/2 line through the trained size."""
+    plt = _pyplot()
+    n = np.asarray(scaling["n_sites"], dtype=np.float64)
+    pred, direct = np.asarray(scaling["predicted_std"]), np.asarray(scaling["direct_std"])
+    fig, axes = plt.subplots(1, len(conditions), figsize=(4.6 * len(conditions), 3.8), squeeze=False)
+    for c, value in enumerate(conditions):
+        ax = axes[0][c]
+        for k, name in enumerate(names):
+            ax.loglog(n, pred[c, :, k], "-o", color=f"C{k}", ms=3, label=name)
+            ax.loglog([scaling["direct_n_sites"]], [direct[c, k]], "s", color=f"C{k}", mfc="none", ms=7)
+            ax.loglog(n, pred[c, 0, k] * np.sqrt(n[0] / n), ":", color=f"C{k}", lw=0.8)
+        ax.set_xlabel("sites n")
+        ax.set_ylabel("late-time std")
+        ax.set_title(f"{condition_label} = {value:g} (squares: direct; dotted: n^-1/2)", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["plot_mean_std_curves", "plot_test_error_vs_ns", "plot_equilibrium_vs_parameter",
+           "plot_std_vs_size"]

@@ -18,15 +18,17 @@ def write_summary(cfg: RunConfig, system: Any, out: Path) -> dict[str, Any]:
     from matscale.plots import plot_test_error_vs_ns
 
     summary: dict[str, Any] = {"system": cfg.section("system"), "matscale_version": __version__,
-                               "results": {}}
+                               "results": {}, "cost_s": {}}
     for p in cfg.patch_sides:
         summary["results"][f"p{p}"] = json.loads((out / f"p{p}" / "evaluate" / "metrics.json").read_text())
+        summary["cost_s"][f"p{p}"] = stage_seconds(out, p)
     plots_dir = out / "plots"
     plots_dir.mkdir(exist_ok=True)
     if len(cfg.patch_sides) > 1:
         plot_test_error_vs_ns(summary["results"], methods(cfg), plots_dir / "test_error_vs_ns.png")
     for p in cfg.patch_sides:
-        for name in ("mean_std_vs_time", "upsampling_diagnostics"):
+        for name in ("mean_std_vs_time", "upsampling_diagnostics", "equilibrium_vs_parameter",
+                     "std_vs_size"):
             src = out / f"p{p}" / "plots" / f"{name}.png"
             if src.is_file():
                 shutil.copyfile(src, plots_dir / f"{name}_p{p}.png")
@@ -71,9 +73,90 @@ def render_report(cfg: RunConfig, system: Any, summary: dict[str, Any], out: Pat
             mm = r["mmd_stationary"]
             row.append(f"{mm['mmd2']:.2g} [{mm['ci_low']:.2g}, {mm['ci_high']:.2g}]")
             lines.append("| " + " | ".join(row) + " |")
+    for key, res in summary["results"].items():
+        lines += per_condition_section(res, names, ref.condition_label)
+        lines += equilibrium_section(res, names)
+        lines += size_section(res, names, ref.condition_label)
+        lines += cost_section(summary["cost_s"].get(key, {}), res, ref)
     lines += ["", "## Plots", ""]
     for png in sorted((out / "plots").glob("*.png")):
         lines.append(f"![{png.stem}](plots/{png.name})")
     lines += ["", "Full numbers: `metrics.json`; per-p stages under `p{p}/`; the configuration in "
               "`config.toml`.", ""]
     return "\n".join(lines)
+
+
+_DATA_STAGES = ("small_sim", "upsample", "partial", "closure", "encode")
+
+
+def stage_seconds(out: Path, p: int) -> dict[str, float]:
+    """Wall seconds of every finished stage of patch side ``p`` and of the reference."""
+    seconds = {}
+    for stage, folder in [(s, out / f"p{p}" / s) for s in (*_DATA_STAGES, "fit")] + [("reference", out / "reference")]:
+        record = folder / "stage.json"
+        if record.is_file():
+            seconds[stage] = float(json.loads(record.read_text(encoding="utf-8")).get("seconds", 0.0))
+    return seconds
+
+
+def per_condition_section(res: dict[str, Any], names: tuple[str, ...], label: str) -> list[str]:
+    """Per reference condition: the largest error of the mean curve against the direct standard
+    error, and the ratio of predicted to direct std, for every observable ("ours")."""
+    rows = res.get("ours", {}).get("per_condition")
+    if not rows:
+        return []
+    lines = ["", f"### p{res['p']}: mean and std per condition (ours)", "",
+             "max |Δmean| over time (direct SEM) and std ratio predicted/direct, per observable.", "",
+             "| " + label + " | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for value, row in zip(res["conditions"], rows):
+        cells = [f"{row[n]['max_abs_mean_error']:.3g} ({row[n]['direct_sem']:.2g}); ×{row[n]['std_ratio']:.2f}"
+                 for n in names]
+        lines.append(f"| {value:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def equilibrium_section(res: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    """Late-time means vs the conditioning parameter: learned SDE against small-box direct runs."""
+    eq = res.get("equilibrium")
+    if not eq:
+        return []
+    lines = ["", f"### p{res['p']}: late-time mean vs {eq['parameter']}", "",
+             f"learned SDE (large box) / direct small box of {eq['small_n_sites']} sites ± SEM.", "",
+             f"| {eq['parameter']} | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for g, value in enumerate(eq["values"]):
+        cells = [f"{eq['predicted'][g][k]:.3f} / {eq['small_direct'][g][k]:.3f} ± {eq['small_direct_sem'][g][k]:.3f}"
+                 for k in range(len(names))]
+        lines.append(f"| {value:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def size_section(res: dict[str, Any], names: tuple[str, ...], label: str) -> list[str]:
+    """Late-time std vs system size and the fitted exponent (n^-1/2 expected)."""
+    sc = res.get("size_scaling")
+    if not sc:
+        return []
+    lines = ["", f"### p{res['p']}: late-time std vs number of sites", "",
+             f"| {label} | n | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
+    for c, value in enumerate(res["conditions"]):
+        for i, n in enumerate(sc["n_sites"]):
+            cells = [f"{sc['predicted_std'][c][i][k]:.3g}" for k in range(len(names))]
+            lines.append(f"| {value:g} | {n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {value:g} | {sc['direct_n_sites']} direct | "
+                     + " | ".join(f"{x:.3g}" for x in sc["direct_std"][c]) + " |")
+        lines.append(f"| {value:g} | exponent | " + " | ".join(f"{x:.3f}" for x in sc["slope"][c]) + " |")
+    return lines
+
+
+def cost_section(seconds: dict[str, float], res: dict[str, Any], ref: Any) -> list[str]:
+    """Wall seconds of the learning route against the direct large-system runs of the reference."""
+    if not seconds:
+        return []
+    data = sum(seconds.get(s, 0.0) for s in _DATA_STAGES)
+    learn = data + seconds.get("fit", 0.0)
+    n_ref = len(ref.condition_values) * ref.n_runs
+    direct = seconds.get("reference", float("nan"))
+    return ["", f"### p{res['p']}: cost (wall seconds, one process)", "",
+            "| small-system data + upsampling + partial evolution | training | learning route total | "
+            f"direct large-system runs ({n_ref} runs of duration {ref.duration:g}) |",
+            "|---|---|---|---|",
+            f"| {data:.1f} | {seconds.get('fit', 0.0):.1f} | {learn:.1f} | {direct:.1f} |"]

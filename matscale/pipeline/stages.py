@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from matscale.config import RunConfig
-from matscale.io import h5_meta, json_dump, read_h5, sample_keys, write_h5
+from matscale.io import h5_meta, json_dump, read_h5, read_json, sample_keys, write_h5
 from matscale.pipeline.runner import StageRunner, StopPipeline, stage_config
 
 # The SDE networks are small (d <= 6 inputs, 64-wide layers): one torch thread is as fast as two
@@ -40,6 +40,14 @@ def parameter_groups(cfg: RunConfig, system: Any) -> list[tuple[tuple[int, ...],
     if not points:
         return [((), None, system)]
     return [((j,), float(v), system.at(v)) for j, v in enumerate(points)]
+
+
+def group_seed(seed: int, tags: tuple[int, ...], label: str) -> int:
+    """The integer seed of a training group: ``seed`` itself for the single group of a system
+    without a parameter, else a hash of (seed, group index, label)."""
+    if not tags:
+        return seed
+    return int(np.atleast_1d(sample_keys(seed, [tags[0]], label))[0] >> np.uint64(2))
 
 
 def methods(cfg: RunConfig) -> tuple[str, ...]:
@@ -144,7 +152,7 @@ def _upsample_group(cfg: RunConfig, system: Any, p: int, pool: np.ndarray, pool_
         return pool[rng.integers(0, len(pool), size=up.n_configs)]
     from matscale.upsampling import hierarchical_upsample
 
-    seed = up.seed if not tags else int(sample_keys(up.seed, tags[0], "upsample-group")[0] >> np.uint64(2))
+    seed = group_seed(up.seed, tags, "upsample-group")
     return hierarchical_upsample(
         system, pool, system.size, up.n_configs, factor=up.factor, mode=up.mode,
         window=up.window or None, stride=up.stride or None, n_events=up.n_events or None,
@@ -204,7 +212,7 @@ def _partial_group(cfg: RunConfig, system: Any, p: int, configs: np.ndarray, tag
 
     pa = cfg.partial
     suffix = "" if not tags else f"_{tags[0]}"
-    seed = pa.seed if not tags else int(sample_keys(pa.seed, tags[0], "partial-group")[0] >> np.uint64(2))
+    seed = group_seed(pa.seed, tags, "partial-group")
     result = partial_evolution(
         system, configs, p, n_events=pa.n_events or None,
         duration=None if pa.n_events else pa.duration,
@@ -412,8 +420,77 @@ def evaluate(cfg: RunConfig, system: Any, p: int, p_dir: Path, ref_dir: Path, fo
         metrics[method] = result
         curves[f"{method}_mean"] = pred.mean(1)
         curves[f"{method}_std"] = pred.std(1, ddof=1)
+        if method == "ours" and ev.sizes:
+            metrics["size_scaling"] = size_scaling(model, data, params, cfg, system, substeps)
+        if method == "ours" and system.parameter_name is not None:
+            metrics["equilibrium"] = equilibrium_scan(model, data, cfg, system, p, p_dir, substeps)
     json_dump(metrics, folder / "metrics.json")
     np.savez(folder / "curves.npz", **curves, names=np.array(names))
+
+
+def _late_std(paths: np.ndarray) -> np.ndarray:
+    """Std over paths, averaged over the second half of the time grid: [C, n, n_t, d] -> [C, d]."""
+    n_t = paths.shape[2]
+    return paths[:, :, n_t // 2:].std(axis=1, ddof=1).mean(axis=1)
+
+
+def _condition_z0(model: Any, initial_states: np.ndarray) -> np.ndarray:
+    """Mean encoded initial state per condition: [C, R, *state] -> [C, d]."""
+    C, R = initial_states.shape[:2]
+    return model.encode(initial_states.reshape(C * R, *initial_states.shape[2:])).reshape(C, R, -1).mean(1)
+
+
+def size_scaling(model: Any, data: dict[str, np.ndarray], params: np.ndarray | None, cfg: RunConfig,
+                 system: Any, substeps: int) -> dict[str, Any]:
+    """Late-time std of the predicted observables at the trained size and at ``evaluate.sizes``
+    (the SDE's noise scaled to each size), from the mean initial state of every condition, with
+    the fitted exponent of std ∝ n^slope and the direct std at the trained size."""
+    ev, ref = cfg.evaluate, cfg.reference
+    n_steps = len(data["times"]) - 1
+    z0 = _condition_z0(model, data["initial_configs"])
+    cell = math.prod(system.cell_shape)
+    sides = (system.size,) + tuple(side for side in ev.sizes if side != system.size)
+    n_sites = [side ** system.grid_dim * cell for side in sides]
+    stds = []
+    for n in n_sites:
+        paths = model.sample(z0, n_steps * substeps, ref.grid_dt / substeps, n_paths=ev.n_paths,
+                             seed=ev.seed + 17, parameter=params, n_sites=n)[:, :, ::substeps]
+        stds.append(_late_std(paths))
+    stds = np.stack(stds, axis=1)                                       # [C, n_sizes, d]
+    logn = np.log(np.asarray(n_sites, dtype=np.float64))
+    slopes = np.array([[np.polyfit(logn, np.log(stds[c, :, k]), 1)[0] if len(n_sites) > 1 else np.nan
+                        for k in range(stds.shape[2])] for c in range(stds.shape[0])])
+    true = data["observables"][..., :len(system.observable_names)]
+    return {"n_sites": n_sites, "predicted_std": stds, "slope": slopes,
+            "direct_std": _late_std(true), "direct_n_sites": n_sites[0]}
+
+
+def equilibrium_scan(model: Any, data: dict[str, np.ndarray], cfg: RunConfig, system: Any, p: int,
+                     p_dir: Path, substeps: int) -> dict[str, Any]:
+    """Late-time mean of the observables vs the conditioning parameter: the SDE rolled out at every
+    training value from the mean reference initial state, against the small-box direct runs
+    (mean over runs of their second half, with its standard error) at the same values."""
+    ev, ref = cfg.evaluate, cfg.reference
+    small = read_h5(p_dir / "small_sim" / "snapshots.h5")
+    small_system = system.resized(p)
+    values = np.asarray(small["params"], dtype=np.float64)
+    S = small["snapshots"].shape[2]
+    late = small["snapshots"][:, :, S // 2:]                            # [G, R, n_late, *state]
+    G, R, n_late = late.shape[:3]
+    obs = small_system.observables(late.reshape(G * R * n_late, *late.shape[3:]))
+    per_run = obs.reshape(G, R, n_late, -1).mean(axis=2)                # [G, R, d]
+    z0 = _condition_z0(model, data["initial_configs"]).mean(axis=0)     # [d]
+    n_steps = len(data["times"]) - 1
+    paths = model.sample(np.repeat(z0[None], G, axis=0), n_steps * substeps, ref.grid_dt / substeps,
+                         n_paths=min(ev.n_paths, 64), seed=ev.seed + 29, parameter=values)
+    predicted = paths[:, :, (n_steps * substeps) // 2:].mean(axis=(1, 2))   # [G, d]
+    true = data["observables"][..., :len(system.observable_names)]
+    return {"parameter": system.parameter_name, "values": values, "predicted": predicted,
+            "small_direct": per_run.mean(axis=1),
+            "small_direct_sem": per_run.std(axis=1, ddof=1) / np.sqrt(R) if R > 1 else np.full_like(per_run[:, 0], np.nan),
+            "small_n_sites": int(p ** system.grid_dim * math.prod(system.cell_shape)),
+            "reference_values": [float(v) for v in ref.condition_values],
+            "reference_direct": true[:, :, true.shape[2] // 2:].mean(axis=(1, 2))}
 
 
 def plots(cfg: RunConfig, system: Any, p: int, p_dir: Path, ref_dir: Path, folder: Path) -> None:
@@ -425,6 +502,18 @@ def plots(cfg: RunConfig, system: Any, p: int, p_dir: Path, ref_dir: Path, folde
     plot_mean_std_curves(curves, ref.condition_values, folder / "mean_std_vs_time.png",
                          title=f"{cfg.system.describe()}; small side {p}",
                          condition_label=ref.condition_label, time_unit=system.time_unit)
+    metrics = read_json(p_dir / "evaluate" / "metrics.json")
+    names = tuple(system.observable_names)
+    if "equilibrium" in metrics:
+        from matscale.plots import plot_equilibrium_vs_parameter
+
+        plot_equilibrium_vs_parameter(metrics["equilibrium"], names, folder / "equilibrium_vs_parameter.png",
+                                      parameter_label=str(system.parameter_name))
+    if "size_scaling" in metrics:
+        from matscale.plots import plot_std_vs_size
+
+        plot_std_vs_size(metrics["size_scaling"], names, ref.condition_values, folder / "std_vs_size.png",
+                         condition_label=ref.condition_label)
     from matscale.upsampling import compare_snapshots, plot_upsampling_diagnostics
 
     if p < system.size:

@@ -1,4 +1,5 @@
-"""NbMoTa-type BCC alloy engine: lattice state, barrier models, vacancy kMC, swap MC, SRO.
+"""NbMoTa-type BCC alloy engine: lattice state, barrier models, vacancy kMC, swap MC, SRO, and
+:class:`AlloySystem`, the alloy as a system of the matscale pipeline.
 
 Units: eV, Å, K, seconds (k_B = 8.617333e-5 eV/K).
 """
@@ -23,8 +24,10 @@ from matscale.systems.alloy.sro import (
     warren_cowley_patch_shares,
 )
 from matscale.systems.alloy.swap import SwapMCDataContainer, SwapMCEnsemble
+from matscale.systems.alloy.system import AlloySystem
 
 __all__ = [
+    "AlloySystem",
     "BOLTZMANN_EV_PER_K",
     "BCCLattice",
     "DeltaObserver",

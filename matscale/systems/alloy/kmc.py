@@ -25,6 +25,11 @@ deterministic function of the seed and of the sequence of ``evolve`` calls.
 
 ``region`` (site indices) restricts the dynamics: only hops with both sites inside move; the
 exterior is frozen (boundary "frozen"). Vacancies outside the region never move.
+
+``mobile_vacancies`` (site indices of vacancies; exclusive with ``region``) restricts the
+dynamics differently: only the vacancies on those sites at the start of the call move, and
+their hops are not confined (any neighbour atom may be exchanged); every other vacancy is
+frozen in place (a hop onto it has rate 0, as onto any vacancy).
 """
 from __future__ import annotations
 
@@ -196,9 +201,10 @@ class KMCEventLog:
 
 # ---------------------------------------------------------------------------------- engine state
 class _RateCache:
-    """Rates, sum tree and vacancy bookkeeping for one lattice + region."""
+    """Rates, sum tree and vacancy bookkeeping for one lattice + region or mobile-vacancy set."""
 
-    def __init__(self, kmc: "VacancyKMC", lattice: BCCLattice, region: np.ndarray | None) -> None:
+    def __init__(self, kmc: "VacancyKMC", lattice: BCCLattice, region: np.ndarray | None,
+                 mobile: np.ndarray | None = None) -> None:
         n = lattice.n_sites
         self.lattice = lattice
         self.in_region = np.ones(n, dtype=np.bool_)
@@ -206,8 +212,13 @@ class _RateCache:
             self.in_region[:] = False
             self.in_region[region] = True
         self.region_key = None if region is None else np.unique(region)
-        vacancies = lattice.vacancies
-        self.vac_sites = vacancies[self.in_region[vacancies]].astype(np.int64)
+        #: True when only the vacancies listed by ``mobile_vacancies`` are held (and move)
+        self.mobile_only = mobile is not None
+        if mobile is not None:
+            self.vac_sites = np.unique(mobile).astype(np.int64)
+        else:
+            vacancies = lattice.vacancies
+            self.vac_sites = vacancies[self.in_region[vacancies]].astype(np.int64)
         n_vac = self.vac_sites.size
         self.n_leaves = 1
         while self.n_leaves < max(n_vac, 1):
@@ -220,7 +231,7 @@ class _RateCache:
         radius = float(kmc.barrier_model.interaction_range)
         if not getattr(kmc.barrier_model, "vacancy_centred", False):
             radius += SHELL_DISTANCES[1] * lattice.lattice_constant
-        self.sphere = lattice.offsets_within(radius)
+        self.sphere = kmc._sphere(lattice, radius)
         self.stamp = np.zeros(max(n_vac, 1), dtype=np.int64)
         self.stamp_value = 0
         self.affected = np.empty(max(n_vac, 1), dtype=np.int64)
@@ -236,14 +247,20 @@ class _RateCache:
         _set_rates(self.tree, self.n_leaves, self.rates, slots, barriers, self.vac_sites,
                    self.neighbors1, self.in_region, kmc.nu0, 1.0 / (BOLTZMANN_EV_PER_K * kmc.temperature_K))
 
-    def valid_for(self, kmc: "VacancyKMC", lattice: BCCLattice, region: np.ndarray | None) -> bool:
+    def valid_for(self, kmc: "VacancyKMC", lattice: BCCLattice, region: np.ndarray | None,
+                  mobile: np.ndarray | None = None) -> bool:
+        """True when this cache describes ``lattice`` as it is now under the same law and the
+        same restriction. For ``mobile`` the held vacancies (at their current sites, after the
+        previous call's hops) must be exactly the requested ones."""
         if lattice is not self.lattice or self.species_snapshot is None:
             return False
         if kmc.temperature_K != self.temperature_K or kmc.nu0 != self.nu0 or kmc.barrier_model is not self.barrier_model:
             return False
-        if (region is None) != (self.region_key is None):
+        if (region is None) != (self.region_key is None) or (mobile is not None) != self.mobile_only:
             return False
         if region is not None and not np.array_equal(np.unique(region), self.region_key):
+            return False
+        if mobile is not None and not np.array_equal(np.unique(mobile), np.sort(self.vac_sites)):
             return False
         return np.array_equal(lattice.species, self.species_snapshot)
 
@@ -279,6 +296,7 @@ class VacancyKMC:
         #: numbers as the generic loop); set False to force the generic loop.
         self.fused = True
         self._cache: _RateCache | None = None
+        self._spheres: dict[tuple[float, float], np.ndarray] = {}
 
     @property
     def beta(self) -> float:
@@ -312,6 +330,7 @@ class VacancyKMC:
         duration: float | None = None,
         n_events: int | None = None,
         region: np.ndarray | None = None,
+        mobile_vacancies: np.ndarray | None = None,
         boundary: str = "frozen",
         rng: np.random.Generator,
         event_log: KMCEventLog | None = None,
@@ -321,15 +340,21 @@ class VacancyKMC:
         pending exponential wait is cut, which is exact by memorylessness). Returns
         ``(lattice, elapsed_seconds)``; with ``n_events`` only, elapsed is the time of the last
         hop. ``region``: site indices; hops need both sites inside (exterior frozen).
+        ``mobile_vacancies``: site indices of vacancies (exclusive with ``region``); only these
+        vacancies hop, anywhere (hops not confined), all other vacancies stay put.
         """
         self._check_args(lattice, duration, n_events, boundary, rng)
+        if region is not None and mobile_vacancies is not None:
+            raise ValueError("give at most one of region and mobile_vacancies (they are exclusive)")
         if region is not None:
             region = np.asarray(region, dtype=np.int64).ravel()
             if region.size and (region.min() < 0 or region.max() >= lattice.n_sites):
                 raise ValueError(f"region site indices must lie in 0..{lattice.n_sites - 1}")
+        if mobile_vacancies is not None:
+            mobile_vacancies = self._check_mobile(lattice, mobile_vacancies)
         cache = self._cache
-        if cache is None or not cache.valid_for(self, lattice, region):
-            cache = _RateCache(self, lattice, region)
+        if cache is None or not cache.valid_for(self, lattice, region, mobile_vacancies):
+            cache = _RateCache(self, lattice, region, mobile_vacancies)
             self._cache = cache
         elapsed = self._run(cache, duration, n_events, rng, event_log)
         if event_log is not None:
@@ -338,6 +363,28 @@ class VacancyKMC:
         return lattice, elapsed
 
     # -------------------------------------------------------------------------- internals
+    @staticmethod
+    def _check_mobile(lattice: BCCLattice, mobile_vacancies: Any) -> np.ndarray:
+        """``mobile_vacancies`` as int64 [M] after checking they are vacancy sites of ``lattice``."""
+        mobile = np.asarray(mobile_vacancies)
+        if mobile.size and not np.issubdtype(mobile.dtype, np.integer):
+            raise TypeError(f"mobile_vacancies must be integer site indices, got dtype {mobile.dtype}")
+        mobile = mobile.astype(np.int64).ravel()
+        if mobile.size and (mobile.min() < 0 or mobile.max() >= lattice.n_sites):
+            raise ValueError(f"mobile_vacancies site indices must lie in 0..{lattice.n_sites - 1}")
+        if np.any(lattice.species[mobile] != 0):
+            raise ValueError("mobile_vacancies must be sites holding a vacancy (species 0)")
+        return mobile
+
+    def _sphere(self, lattice: BCCLattice, radius_A: float) -> np.ndarray:
+        """``lattice.offsets_within(radius_A)``, memoised per (lattice constant, radius)."""
+        key = (lattice.lattice_constant, float(radius_A))
+        sphere = self._spheres.get(key)
+        if sphere is None:
+            sphere = lattice.offsets_within(radius_A)
+            self._spheres[key] = sphere
+        return sphere
+
     @staticmethod
     def _check_args(lattice: Any, duration: float | None, n_events: int | None, boundary: str, rng: Any) -> None:
         if not isinstance(lattice, BCCLattice):
@@ -378,7 +425,7 @@ class VacancyKMC:
             if status == 1:
                 if duration is not None:
                     return t_end
-                raise RuntimeError("vacancy kMC: no allowed hop (total rate 0: no vacancy, or all hops blocked by the region)")
+                raise RuntimeError("vacancy kMC: no allowed hop (total rate 0: no (mobile) vacancy, or all hops blocked by the region)")
             if status == 2:
                 return t_end
         return time

@@ -1,0 +1,158 @@
+"""The NbMoTa alloy through the same stages as the spins: a tiny preset end to end, resume,
+load/sample with the temperature, the science checks of the evaluation, bad alloy configs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import matscale
+from matscale.config import ConfigError, loads_config
+from matscale.pipeline import run_pipeline
+
+# 4³-cell small boxes (128 sites, one vacancy) tiled to 8³ cells (1024 sites, K = 8), two
+# training temperatures; the budgets are tiny: this checks the plumbing and the bookkeeping,
+# the accuracy is measured by inputs/nbmota.toml.
+TINY = """
+name = "tiny alloy"
+[system]
+kind = "nbmota"
+cells = 8
+temperatures = [1800.0, 2400.0]
+vacancy_fraction = 0.0078125
+clock_barrier_eV = 2.2
+
+[small]
+p = 4
+n_runs = 3
+n_sweeps = 6
+sweep_time = 0.01
+
+[upsampling]
+n_configs = 24
+mode = "tile_time"
+stride = 4
+duration = 0.001
+
+[partial]
+duration = 0.001
+n_draws = 2
+chunk_size = 10
+
+[train]
+epochs = 2
+batch_size = 16
+hidden = [8, 8]
+
+[reference]
+temperatures = [1800.0, 2400.0]
+n_runs = 3
+duration = 0.03
+grid_dt = 0.01
+
+[evaluate]
+n_paths = 40
+paper_paths = 3
+mmd_bootstrap = 5
+sizes = [16, 32]
+"""
+
+
+def _log(out):
+    return [tuple(line.split()[1:3]) for line in (out / "stages.log").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def alloy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("alloy")
+    cfg = loads_config(TINY)
+    return cfg, out, run_pipeline(cfg, out)
+
+
+def test_end_to_end_outputs_and_pairs(alloy_run):
+    import h5py
+
+    cfg, out, summary = alloy_run
+    res = summary["results"]["p4"]
+    assert res["K"] == 8 and res["n_s"] == 128 and res["conditions"] == [1800.0, 2400.0]
+    names = ("alpha1_NbNb", "alpha1_NbMo", "alpha1_NbTa", "alpha1_MoMo", "alpha1_MoTa", "alpha1_TaTa")
+    assert tuple(res["ours"]["observables"]) == names
+    with h5py.File(out / "p4" / "encode" / "pairs.h5", "r") as f:
+        z0, delta, dt, params = f["z0"][:], f["delta"][:], f["dt"][:], f["params"][:]
+    assert z0.shape == delta.shape == (48, 6) and sorted(set(params)) == [1800.0, 2400.0]
+    np.testing.assert_allclose(dt, 0.001)
+    with h5py.File(out / "p4" / "upsample" / "configs.h5", "r") as f:
+        configs = f["configs"][:]
+    assert configs.shape == (48, 8, 8, 8, 2)
+    counts = np.stack([(configs == c).sum(axis=(1, 2, 3, 4)) for c in range(4)], axis=1)
+    np.testing.assert_array_equal(counts, np.broadcast_to([8, 339, 339, 338], counts.shape))  # exact composition
+    model = json.loads((out / "p4" / "fit" / "ours" / "model.json").read_text())
+    assert model["lam"] == 4.0 and model["parameter"] == "temperature_K"  # K / n_draws
+    report = (out / "report.md").read_text()
+    for section in ("late-time mean vs temperature_K", "std vs number of sites", "cost (wall seconds"):
+        assert section in report
+    for png in ("mean_std_vs_time_p4", "equilibrium_vs_parameter_p4", "std_vs_size_p4",
+                "upsampling_diagnostics_p4"):
+        assert (out / "plots" / f"{png}.png").is_file()
+
+
+def test_size_scaling_follows_the_noise_scaling(alloy_run):
+    """The predicted late-time std shrinks as n^-1/2 over n = 1024 .. 65536 sites. Tolerance: the
+    std of 40 paths has a relative error of ~1/sqrt(2·40) = 11 %, over a factor 64 in n that is
+    ±0.11/ln(64)·sqrt(2) ≈ ±0.04 in the exponent; 0.15 leaves room for the drift's curvature."""
+    _, _, summary = alloy_run
+    sc = summary["results"]["p4"]["size_scaling"]
+    assert sc["n_sites"] == [1024, 8192, 65536]
+    slopes = np.asarray(sc["slope"])
+    assert np.all(np.abs(slopes + 0.5) < 0.15), slopes
+
+
+def test_load_and_sample_with_temperature(alloy_run):
+    _, out, _ = alloy_run
+    model = matscale.load(out)
+    assert model.parameter_name == "temperature_K" and model.system.size == 8
+    states = model.system.random_states(2, np.random.default_rng(0))
+    z = model.encode(states)
+    assert z.shape == (2, 6)
+    paths = model.sample(z[0], 5, 0.002, n_paths=3, seed=1, temperature_K=2000.0)
+    assert paths.shape == (3, 6, 6) and np.isfinite(paths).all()
+    np.testing.assert_array_equal(paths, model.sample(z[0], 5, 0.002, n_paths=3, seed=1, parameter=2000.0))
+    with pytest.raises(ValueError, match="temperature_K is required"):
+        model.sample(z[0], 5, 0.002)
+    with pytest.raises(TypeError, match="unexpected keyword 'T'"):
+        model.sample(z[0], 5, 0.002, T=2000.0)
+
+
+def test_interrupted_alloy_run_resumes_without_recomputing(tmp_path, alloy_run):
+    cfg, _, straight = alloy_run
+    out = tmp_path / "resumed"
+    assert run_pipeline(cfg, out, stop_after="partial") == {}
+    first = {p: p.stat().st_mtime_ns for p in out.rglob("stage.json")}
+    resumed = run_pipeline(cfg, out)
+    assert {p: p.stat().st_mtime_ns for p in first} == first  # finished stages not rewritten
+    log = _log(out)
+    for stage in ("small_sim", "upsample", "partial"):
+        assert log.count((f"p4/{stage}", "ran")) == 1 and (f"p4/{stage}", "skipped") in log
+    assert resumed["results"] == straight["results"]  # same seeds -> identical metrics
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ("temperatures = [1800.0, 2400.0]\nvacancy", "temperatures = [0.0, 2400.0]\nvacancy", "system.temperatures[0]"),
+    ("temperatures = [1800.0, 2400.0]\nn_runs", "temperatures = [-5.0]\nn_runs", "reference.temperatures[0]"),
+    ('clock_barrier_eV = 2.2', 'clock_barrier_eV = 2.2\nbarrier = "dft"', "system.barrier"),
+    ('clock_barrier_eV = 2.2', 'clock_barrier_eV = 2.2\nelements = ["Nb", "Xx", "Ta"]', "system.elements[1]"),
+    ('clock_barrier_eV = 2.2', 'clock_barrier_eV = 2.2\nelements = ["Nb", "Mo", "W"]', "system.elements"),
+    ("p = 4", "p = 3", "small.p"),
+    ("cells = 8", "cells = 12", "small.p"),
+    ("vacancy_fraction = 0.0078125", "vacancy_fraction = 0.6", "system.vacancy_fraction"),
+    ("vacancy_fraction = 0.0078125", "vacancy_fraction = 0.001", "system.vacancy_fraction"),
+    ("[train]", "[closure]\ndim = 2\n[train]", "closure.dim"),
+    ("sizes = [16, 32]", "sizes = [10]", "evaluate.sizes[0]"),
+])
+def test_bad_alloy_configs_fail_with_one_line_naming_the_field(old, new, field):
+    assert old in TINY
+    with pytest.raises(ConfigError) as info:
+        loads_config(TINY.replace(old, new, 1))
+    message = str(info.value)
+    assert field in message and "\n" not in message
