@@ -1,4 +1,4 @@
-"""Throughput of the data-generation stages (issue 3 targets), with in-process baselines.
+"""Throughput of the data-generation stages, with in-process baselines.
 
 Run:  python benchmarks/bench_data_generation.py [--n 2000] [--baseline-n 40]
 

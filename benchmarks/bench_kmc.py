@@ -3,7 +3,7 @@
 Baselines, run in the same process on the same start:
 - "recompute-all": every step recomputes every vacancy's 8 barriers (same fast NNK kernel, no
   environment cache) and selects from the cumulative sum of all rates (O(N_vac) per step);
-- "paper-dense": the paper's scheme (§7.3 of paper-code-spec): dense 729-input float64 numpy
+- "paper-dense": the scheme of the paper's code: dense 729-input float64 numpy
   network on voxel images of every vacancy, every step (few steps only; it is slow).
 matscale: cached rates, incremental recomputation within the NNK cutoff, sum-tree selection,
 sparse/folded float32 network, environment cache, whole event loop in numba.

@@ -1,6 +1,6 @@
 """Training throughput of matscale.sde.fit_sde against a plain-PyTorch loop of the same networks.
 
-Setting of issue 2: d = 4, batch 2000, drift and diffusion MLPs with 2 x 128 hidden units,
+Setting: d = 4, batch 2000, drift and diffusion MLPs with 2 x 128 hidden units,
 full (Cholesky) diffusion, Gaussian EM likelihood, CPU. Both runs happen in this process, so
 the printed ratio is meaningful on a shared, noisy machine; absolute samples/s are not.
 

@@ -32,7 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-UPSAMPLE_MODES = ("duplicate", "tile", "tile_matched", "tile_time")
+UPSAMPLE_MODES = ("duplicate", "tile", "tile_matched", "tile_time", "replicate")
 BOUNDARIES = ("frozen", "periodic")
 NORMALIZATIONS = ("minmax", "zscore")
 TRAIN_METHODS = ("ours", "naive", "both")
@@ -67,8 +67,9 @@ class SmallConfig:
 class UpsamplingConfig:
     """Hierarchical upsampling from p to L. ``window``/``stride`` = 0 select the defaults
     (window = p, stride = window // 2). Each LocalRelax window is evolved for ``duration``
-    Glauber time units, or for ``n_events`` events when ``n_events`` > 0 (the paper's budget; a
-    fixed event count biases the window towards high-rate states, see matscale.upsampling).
+    time units, or for ``n_events`` events when ``n_events`` > 0 (the paper's budget; a fixed
+    event count biases the window towards high-rate states, see matscale.upsampling); both 0
+    switch LocalRelax off (for the seam-free ``"replicate"`` mode).
     ``n_random`` extra
     uncorrelated random configurations (m0 ~ U(-1, 1)) are appended (paper: as many as
     ``n_configs``; 0 disables). With ``random_relax`` > 0 they are quenched: LocalRelax with
@@ -159,14 +160,15 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     """Evaluation of the fitted SDE against the reference: ``n_paths`` predicted paths per
-    reference condition (>= 200 recommended), the paper's metric also on ``paper_paths`` paths,
+    reference condition (>= 200 recommended), the paper's metric also on ``paper_paths`` paths
+    (0 = the paper's 20, or fewer when there are fewer reference runs),
     EM with ``substeps`` steps per grid interval (0 = automatic: the largest step not above twice
     the median training δt of the model), ``mmd_bootstrap`` bootstrap resamples for the MMD CI.
     ``sizes``: further box sides (cells per axis, multiples of the small side) at which the SDE
     is rolled out with its noise scaled to that size, for the std-vs-size study."""
 
     n_paths: int = 200
-    paper_paths: int = 20
+    paper_paths: int = 0
     substeps: int = 0
     mmd_bootstrap: int = 200
     sizes: tuple[int, ...] = ()
@@ -358,7 +360,7 @@ def _check_pipeline(cfg: RunConfig) -> None:
     _positive("partial.naive_n_events", pa.naive_n_events, allow_zero=True)
     _positive("partial.pairs_per_config", pa.pairs_per_config)
     _positive("partial.n_draws", pa.n_draws)
-    _positive("upsampling.duration", up.duration)
+    _positive("upsampling.duration", up.duration, allow_zero=True)  # 0 (and n_events 0): no LocalRelax
     _positive("upsampling.random_relax", up.random_relax, allow_zero=True)
     _choice("partial.boundary", pa.boundary, BOUNDARIES)
     _positive("partial.chunk_size", pa.chunk_size)
@@ -381,9 +383,9 @@ def _check_pipeline(cfg: RunConfig) -> None:
     _require(ref.duration / ref.grid_dt <= 100000,
              "reference.duration/grid_dt too large (allowed: <= 100000 grid points)")
     _positive("evaluate.n_paths", ev.n_paths)
-    _require(1 <= ev.paper_paths <= min(ev.n_paths, ref.n_runs),
+    _require(0 <= ev.paper_paths <= min(ev.n_paths, ref.n_runs),
              f"evaluate.paper_paths={ev.paper_paths} out of range "
-             f"(allowed: 1..min(evaluate.n_paths, reference.n_runs)={min(ev.n_paths, ref.n_runs)})")
+             f"(allowed: 0 (automatic) or 1..min(evaluate.n_paths, reference.n_runs)={min(ev.n_paths, ref.n_runs)})")
     _positive("evaluate.substeps", ev.substeps, allow_zero=True)
     _positive("evaluate.mmd_bootstrap", ev.mmd_bootstrap, allow_zero=True)
     for i, side in enumerate(ev.sizes):
@@ -540,11 +542,12 @@ def load_config(path: str | Path, *, quick: bool = False) -> RunConfig:
 
 
 def quick_config() -> RunConfig:
-    """The embedded default used by ``matscale run --quick`` (``matscale/data/quick.toml``)."""
+    """The embedded default of ``matscale run --quick``: the ``[quick]`` preset of the shipped
+    NbMoTa configuration (``matscale/data/nbmota.toml``, also ``inputs/nbmota.toml``)."""
     from importlib.resources import files
 
-    text = files("matscale").joinpath("data/quick.toml").read_text(encoding="utf-8")
-    return loads_config(text, source=".")
+    text = files("matscale").joinpath("data/nbmota.toml").read_text(encoding="utf-8")
+    return loads_config(text, source=".", quick=True)
 
 
 def config_to_toml(cfg: RunConfig) -> str:

@@ -21,6 +21,12 @@ Upsample operators (``mode``) are pluggable through :func:`register_upsample_ope
 * ``"tile_time"``: tiles recorded at the anchor's time (small-system snapshots on a common time
   grid, e.g. independent kMC runs from random solid solutions), so that a large state is a
   homogeneous state at one stage of the relaxation; deeper levels match on the order parameter.
+* ``"replicate"``: ``factor ** grid_dim`` periodic copies of one snapshot. The state has no
+  seams (every bond is a bond of the small periodic state), so its local structure, and hence
+  the drift measured on it by partial evolution, is that of the small system at the same
+  observables; its fluctuations of the observables are those of the small box (wider coverage).
+  Where tile seams cannot be healed cheaply (a 3-D lattice whose seam layers hold most sites)
+  this is the operator to use; LocalRelax may then be switched off (``duration = 0``).
 
 LocalRelax design choices (the paper code used fixed 16x16 periodic windows):
 
@@ -120,6 +126,14 @@ def _tile(sources: np.ndarray, factor: int, grid_dim: int) -> np.ndarray:
     return geometry.tile(sources, factor, grid_dim)
 
 
+def _replicate(sources: np.ndarray, factor: int, grid_dim: int) -> np.ndarray:
+    """``factor ** grid_dim`` periodic copies of ``sources[:, 0]``: the small periodic box seen in
+    a larger box. No seams: every bond across a tile boundary is a bond of the small state."""
+    x = sources[:, 0]
+    reps = (1,) + (factor,) * grid_dim + (1,) * (x.ndim - 1 - grid_dim)
+    return np.tile(x, reps)
+
+
 def _n_tiles(factor: int, grid_dim: int) -> int:
     return factor ** grid_dim
 
@@ -133,6 +147,8 @@ _OPERATORS: dict[str, UpsampleOperator] = {
     "tile_matched": UpsampleOperator("tile_matched", _n_tiles, _tile, match="order"),
     # Tiles recorded at the anchor's time: one stage of a relaxation from random states.
     "tile_time": UpsampleOperator("tile_time", _n_tiles, _tile, match="time"),
+    # Periodic copies of one snapshot: seam-free, the small box's local structure everywhere.
+    "replicate": UpsampleOperator("replicate", lambda f, d: 1, _replicate),
 }
 
 
@@ -358,8 +374,9 @@ def _upsample_level(system: Any, pool: np.ndarray, start: int, stop: int, level:
     picks = draw_sources(op, draw_keys, len(pool), pool_keys, order)  # [B, n_sources]
     configs = np.ascontiguousarray(op.apply(pool[picks], factor, d), dtype=system.state_dtype)
     _conserve(system, configs, sample_keys(seed, index, "upsample-conserve", level))
-    relax_keys = sample_keys(seed, index, "upsample-relax", level)
-    local_relax(system, configs, seeds=relax_keys, **relax)
+    if relax["n_events"] or relax["duration"]:  # (a zero budget switches LocalRelax off)
+        relax_keys = sample_keys(seed, index, "upsample-relax", level)
+        local_relax(system, configs, seeds=relax_keys, **relax)
     return configs
 
 

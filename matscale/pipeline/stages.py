@@ -412,7 +412,7 @@ def evaluate(cfg: RunConfig, system: Any, p: int, p_dir: Path, ref_dir: Path, fo
         if finite.sum() < 2:
             raise FloatingPointError(f"method '{method}': fewer than 2 finite predicted paths")
         pred = pred[:, finite]
-        result = compare_paths(pred, true, names, paper_paths=ev.paper_paths,
+        result = compare_paths(pred, true, names, paper_paths=ev.paper_paths or min(20, ref.n_runs),
                                mmd_bootstrap=ev.mmd_bootstrap,
                                rng=np.random.default_rng([ev.seed, 4]),
                                conditions=ref.condition_values)

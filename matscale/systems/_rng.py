@@ -9,7 +9,7 @@ depend on how ``prange`` distributes configurations over threads.
 A stream is opened from a user seed with :func:`stream_from_seed`, which scrambles the seed so
 that neighbouring seeds (0, 1, 2, ...) give unrelated streams.
 
-Numba pitfall (see shared/reference/kernels.md): mixing ``uint64`` with Python ``int`` promotes
+Numba pitfall: mixing ``uint64`` with Python ``int`` promotes
 to ``float64`` inside numba, so every constant and shift count here is an explicit
 ``np.uint64``.
 """

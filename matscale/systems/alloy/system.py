@@ -48,11 +48,13 @@ of the drift; a reflecting edge is off by 8–10 standard errors in some compone
 
 Observables
 -----------
-The global Warren–Cowley α_ab^(k) of the requested shells (default first shell), upper triangle
-in element order, shell-major (names ``alpha1_NbNb, alpha1_NbMo, ...``), equal to
+The global Warren–Cowley α_ab^(k) of the unlike pairs a < b of the requested shells (default
+first shell), in element order, shell-major (names ``alpha1_NbMo, alpha1_NbTa, alpha1_MoTa``),
+equal to
 :func:`matscale.systems.alloy.sro.warren_cowley`; patch shares follow
 :func:`matscale.systems.alloy.sro.warren_cowley_patch_shares` (global normalisers, pairs owned
-by their first site, mean over patches = global value).
+by their first site, mean over patches = global value). The like pairs are not independent
+(:meth:`AlloySystem.like_pair_alpha`): for a ternary the six α span three dimensions.
 
 Randomness: state b of a batch uses ``numpy.random.default_rng(int(seeds[b]))`` for all of its
 windows in order, so its result depends only on its own seed and state.
@@ -339,8 +341,36 @@ class AlloySystem:
 
     @property
     def observable_names(self) -> tuple[str, ...]:
-        labels = pair_labels(self.elements)
-        return tuple(f"alpha{shell}_{label}" for shell in self.shells for label in labels)
+        """``alpha{shell}_{AB}`` for the unlike pairs A < B in element order (the independent
+        Warren–Cowley parameters, see :meth:`like_pair_alpha`)."""
+        rows, cols = np.triu_indices(len(self.elements), k=1)
+        return tuple(f"alpha{shell}_{self.elements[a]}{self.elements[b]}"
+                     for shell in self.shells for a, b in zip(rows, cols))
+
+    def like_pair_alpha(self, z: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
+        """The like-pair parameters α_AA of each shell from the unlike ones ``z [..., d]``.
+
+        Every a-atom has z_k shell-k sites, so Σ_b c_b α_ab = x_a (the fraction of those sites that
+        are vacant), hence α_aa = −Σ_{b≠a} c_b α_ab / c_a up to x_a ≈ c_v (measured ~1e-3 for one
+        vacancy per 1024 sites). That linear constraint is why the observables are the unlike
+        pairs only: the six α of a ternary span three dimensions, and an SDE in all six would put
+        noise along directions the dynamics never visits. Returns (names, values [..., n_el·shells]).
+        """
+        z = np.asarray(z, dtype=np.float64)
+        n = len(self.elements)
+        c = self._atom_counts / self._atom_counts.sum()
+        rows, cols = np.triu_indices(n, k=1)
+        m = len(rows)
+        names, values = [], []
+        for i, shell in enumerate(self.shells):
+            block = z[..., i * m:(i + 1) * m]
+            full = np.zeros(z.shape[:-1] + (n, n))
+            full[..., rows, cols] = block
+            full[..., cols, rows] = block
+            for a in range(n):
+                names.append(f"alpha{shell}_{self.elements[a]}{self.elements[a]}")
+                values.append(-(full[..., a, :] * c).sum(-1) / c[a])
+        return tuple(names), np.stack(values, axis=-1)
 
     @property
     def observable_units(self) -> tuple[str, ...]:
@@ -487,14 +517,15 @@ class AlloySystem:
         return np.sqrt(np.square(self.observables(states)).sum(axis=-1))
 
     def observables(self, states: np.ndarray) -> np.ndarray:
-        """Global Warren–Cowley α of each state, float64 [B, d] for states int8 [B, c, c, c, 2]
-        (any c) or [d] for one state [c, c, c, 2]; order of :attr:`observable_names`."""
+        """Global Warren–Cowley α of the unlike pairs of each state, float64 [B, d] for states
+        int8 [B, c, c, c, 2] (any c) or [d] for one state [c, c, c, 2]; order of
+        :attr:`observable_names` (like pairs: :meth:`like_pair_alpha`)."""
         batch, single = self._check_states(states, "states", any_size=True, allow_single=True)
         c = batch.shape[1]
         flat = np.ascontiguousarray(batch.reshape(batch.shape[0], 2 * batch.shape[1] ** 3))
         n_codes = len(self.elements) + 1
         n_a, c_b = self._normalisers(flat, n_codes)
-        rows, cols = np.triu_indices(len(self.elements))
+        rows, cols = np.triu_indices(len(self.elements), k=1)
         out = []
         for shell in self.shells:
             half = _bond_counts(flat, self._shared.half_table(c, shell), n_codes)[:, 1:, 1:]
@@ -517,7 +548,7 @@ class AlloySystem:
         n_a, c_b = self._normalisers(flat, n_codes)
         n_patches = (c // p) ** 3
         patch_of_site = self._shared.patch_of_site(c, int(p))
-        rows, cols = np.triu_indices(len(self.elements))
+        rows, cols = np.triu_indices(len(self.elements), k=1)
         out = []
         for shell in self.shells:
             table = self._shared.lattice(c).neighbors(shell)
