@@ -4,7 +4,7 @@ All functions take paths on a *common time grid*: arrays ``[n_paths, n_times, d]
 leading condition axis ``[C, n_paths, n_times, d]`` where said). Values are in the units of the
 observables (dimensionless for m and ρ_dw); times are not needed by the metrics themselves.
 
-- :func:`paper_test_error` — the metric of arXiv 2511.12842 (its Curie–Weiss and Ising evaluations):
+- :func:`paper_test_error` — the test error of arXiv 2511.12842 (its spin-model evaluations):
   e = Σ_{t,k} (m̄_pred,k(t) − m̄_true,k(t))² / Σ_{t,k} m̄_true,k(t)², bars = averages over paths,
   averaged over the initial conditions. Its Monte-Carlo floor shrinks like 1/n_paths, which is why
   it is reported for the paper's 20 paths *and* for many paths.

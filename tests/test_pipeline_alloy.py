@@ -137,6 +137,23 @@ def test_interrupted_alloy_run_resumes_without_recomputing(tmp_path, alloy_run):
     assert resumed["results"] == straight["results"]  # same seeds -> identical metrics
 
 
+def test_alloy_closure_is_off_by_default_and_encodes_on_request(tmp_path):
+    """closure.dim defaults to 0 for the alloy; with dim = 1 the 3-D categorical closure is
+    trained on the upsampled states and adds one column to the encoded pairs."""
+    import h5py
+
+    assert loads_config(TINY).closure.dim == 0
+    cfg = loads_config(TINY.replace("[train]", "[closure]\ndim = 1\nepochs = 1\n[train]", 1))
+    assert cfg.closure.dim == 1
+    assert run_pipeline(cfg, tmp_path, stop_after="encode") == {}
+    with h5py.File(tmp_path / "p4" / "encode" / "pairs.h5", "r") as f:
+        z0, delta, z1_naive = f["z0"][:], f["delta"][:], f["z1_naive"][:]
+        names = json.loads(f.attrs["meta"])["observables"]
+    assert z0.shape == delta.shape == z1_naive.shape == (48, 3 + 1)
+    assert np.isfinite(z0).all() and np.isfinite(delta).all()
+    assert names == ["alpha1_NbMo", "alpha1_NbTa", "alpha1_MoTa", "closure_1"]
+
+
 @pytest.mark.parametrize("old, new, field", [
     ("temperatures = [1800.0, 2400.0]\nvacancy", "temperatures = [0.0, 2400.0]\nvacancy", "system.temperatures[0]"),
     ("temperatures = [1800.0, 2400.0]\nn_runs", "temperatures = [-5.0]\nn_runs", "reference.temperatures[0]"),
@@ -147,7 +164,7 @@ def test_interrupted_alloy_run_resumes_without_recomputing(tmp_path, alloy_run):
     ("cells = 8", "cells = 12", "small.p"),
     ("vacancy_fraction = 0.0078125", "vacancy_fraction = 0.6", "system.vacancy_fraction"),
     ("vacancy_fraction = 0.0078125", "vacancy_fraction = 0.001", "system.vacancy_fraction"),
-    ("[train]", "[closure]\ndim = 2\n[train]", "closure.dim"),
+    ("[train]", "[closure]\ndim = -1\n[train]", "closure.dim"),
     ("sizes = [16, 32]", "sizes = [10]", "evaluate.sizes[0]"),
 ])
 def test_bad_alloy_configs_fail_with_one_line_naming_the_field(old, new, field):
@@ -213,3 +230,32 @@ def test_config_selects_kra_through_lammps():
     system = _kra_system("lammps")
     assert type(system.barrier_model.energy_model).__name__ == "LammpsEngine"
     _hop_and_check(system, 3)
+
+
+def test_hierarchical_upsampling_of_the_alloy_two_levels():
+    """4³ -> 8³ -> 16³ cells (128 -> 8192 sites). "replicate": every state is a periodic copy of
+    one small snapshot, so its SRO equals that snapshot's exactly (pair counts scale by 64).
+    "tile_time": tiles recorded at matched times, composition repaired exactly at every level,
+    LocalRelax on seam-straddling windows."""
+    from matscale.systems.alloy.system import AlloySystem
+    from matscale.upsampling import hierarchical_upsample
+
+    # two vacancies per 128 sites: 42 atoms of each element, so 64 copies hold the large box's
+    # exact composition and the repair leaves them untouched
+    large = AlloySystem(16, 2000.0, vacancy_fraction=1 / 64, clock_barrier_eV=2.2)
+    small = large.resized(4)
+    pool = small.random_states(12, np.random.default_rng(0))
+    small.evolve_batch(pool, duration=0.01, seeds=np.arange(12, dtype=np.uint64))
+    times = np.repeat([0.0, 0.01], 6)
+    copies = hierarchical_upsample(large, pool, n_configs=5, mode="replicate", duration=0.0,
+                                   seed=1, progress=False)
+    assert copies.shape == (5, 16, 16, 16, 2)
+    z_pool = small.observables(pool)
+    z_big = large.observables(copies)
+    assert all(np.any(np.all(np.abs(z_pool - z) < 1e-12, axis=1)) for z in z_big)
+    tiled = hierarchical_upsample(large, pool, n_configs=4, mode="tile_time", pool_times=times,
+                                  duration=0.0005, stride=4, seed=2, progress=False)
+    counts = np.stack([(tiled == c).sum(axis=(1, 2, 3, 4)) for c in range(4)], axis=1)
+    np.testing.assert_array_equal(counts, np.broadcast_to([128, 2688, 2688, 2688], counts.shape))
+    with pytest.raises(ValueError, match="pool_times"):
+        hierarchical_upsample(large, pool, n_configs=2, mode="tile_time", progress=False)
