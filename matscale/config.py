@@ -124,8 +124,9 @@ class PartialConfig:
 @dataclass(frozen=True)
 class ClosureConfig:
     """Patch-additive CNN closure. ``dim`` closure variables (0 = no closure; the default where
-    the system has no closure model); trained with BCE reconstruction on at most ``max_train`` upsampled snapshots
-    (0 = all). ``normalization`` of the latents uses training data only."""
+    the system has no closure model or has it off by default, e.g. the alloy); trained by
+    reconstruction (BCE for two site classes, cross-entropy for more) on at most ``max_train``
+    upsampled snapshots (0 = all). ``normalization`` of the latents uses training data only."""
 
     dim: int = 2
     epochs: int = 10
@@ -326,6 +327,13 @@ def _is_power_of(n: int, base: int) -> bool:
     return n == 1
 
 
+def _closure_on_by_default(system: Any) -> bool:
+    """Whether ``closure.dim`` keeps its default (> 0) for this ``[system]`` section: its
+    ``default_closure``, else whether it allows a closure at all (``supports_closure``)."""
+    allowed = getattr(system, "supports_closure", True)
+    return bool(getattr(system, "default_closure", allowed)) and bool(allowed)
+
+
 def _check_pipeline(cfg: RunConfig) -> None:
     from matscale.systems.registry import get_kind
 
@@ -365,6 +373,8 @@ def _check_pipeline(cfg: RunConfig) -> None:
     _choice("partial.boundary", pa.boundary, BOUNDARIES)
     _positive("partial.chunk_size", pa.chunk_size)
     _positive("closure.dim", cl.dim, allow_zero=True)
+    _require(cl.dim == 0 or getattr(s, "supports_closure", True),
+             f"closure.dim={cl.dim} out of range for system.kind={s.kind!r} (allowed: 0)")
     _positive("closure.epochs", cl.epochs)
     _positive("closure.batch_size", cl.batch_size)
     _positive("closure.lr", cl.lr)
@@ -448,7 +458,7 @@ def config_from_dict(raw: Mapping[str, Any], *, source: str | Path = ".") -> Run
             raise ConfigError(f"section [{extra[0]}] is not allowed with workflow='fit' (allowed: [fit])")
     system = sections.get("system")
     closure = sections.get("closure", ClosureConfig())
-    if system is not None and not getattr(system, "supports_closure", True) \
+    if system is not None and not _closure_on_by_default(system) \
             and "dim" not in (raw.get("closure") or {}):
         closure = dataclasses.replace(closure, dim=0)
     cfg = RunConfig(

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from matscale.closure import ClosureModel, patch_additivity_defect, train_closure
+from matscale.closure import ClosureModel, patch_additivity_defect, system_site_values, train_closure
 
 L, P = 16, 8
 K = (L // P) ** 2
@@ -89,3 +89,116 @@ def test_bad_input_errors(model, data):
         train_closure(configs, phys, 5)
     with pytest.raises(ValueError, match="epochs"):
         train_closure(configs, phys, P, epochs=0)
+
+
+def test_closure_saved_before_the_generic_fields_loads_as_a_spin_closure(model, data, tmp_path):
+    import json
+
+    configs, _ = data
+    model.save(tmp_path)
+    record = json.loads((tmp_path / "closure.json").read_text())
+    for key in ("grid_dim", "cell_shape", "site_values"):
+        del record["architecture"][key]
+    (tmp_path / "closure.json").write_text(json.dumps(record))
+    loaded = ClosureModel.load(tmp_path)
+    assert loaded.arch == model.arch
+    np.testing.assert_array_equal(loaded.encode(configs[:10]), model.encode(configs[:10]))
+
+
+def test_spin_site_classes():
+    from matscale.systems.spin import CurieWeiss, Ising2D
+
+    ising = Ising2D(8, 2.5)
+    s = np.array([[-1, 1], [1, -1]], dtype=np.int8)
+    np.testing.assert_array_equal(ising.site_class_index(s), [[0, 1], [1, 0]])
+    assert ising.site_classes == 2 and system_site_values(ising) == (-1, 1)
+    assert system_site_values(CurieWeiss(8, 1.0)) == (-1, 1)
+    with pytest.raises(ValueError, match=r"\+1 or -1"):
+        ising.site_class_index(np.zeros(3, dtype=np.int8))
+
+
+def test_one_dimensional_two_class_closure_is_patch_additive():
+    """A 1-D chain of ±1 sites (grid_dim = 1, Conv1d): encode = mean of the K patch codes."""
+    rng = np.random.default_rng(3)
+    configs = np.where(rng.uniform(size=(40, 32)) < rng.uniform(size=(40, 1)), 1, -1).astype(np.int8)
+    m = train_closure(configs, configs.mean(1, keepdims=True), 8, grid_dim=1, d_closure=1, epochs=1,
+                      batch_size=16, seed=0)
+    per_patch = m.encode_patches(configs.reshape(40 * 4, 8)).reshape(40, 4, 1).mean(1)
+    np.testing.assert_allclose(m.encode(configs), per_patch, atol=1e-5)
+
+
+# -- the alloy: 3-D grid, two sites per cell, four site classes (vacancy + Nb, Mo, Ta) ----------
+ALLOY_CELLS, ALLOY_P = 8, 4
+ALLOY_K = (ALLOY_CELLS // ALLOY_P) ** 3
+
+
+@pytest.fixture(scope="module")
+def alloy():
+    from matscale.systems.alloy.system import AlloySystem
+
+    system = AlloySystem(ALLOY_CELLS, 2000.0, vacancy_fraction=1 / 128)
+    states = system.random_states(64, np.random.default_rng(0))
+    model = train_closure(states, system.observables(states), ALLOY_P, grid_dim=3,
+                          site_values=system_site_values(system), d_closure=2, epochs=4,
+                          batch_size=16, seed=1)
+    return system, states, model
+
+
+def _alloy_patches(states: np.ndarray, k: int) -> np.ndarray:
+    from matscale.geometry import extract_blocks, patch_origins
+
+    origins = patch_origins(np.full(len(states), k), ALLOY_CELLS, ALLOY_P, 3)
+    return extract_blocks(states, origins, ALLOY_P, 3)
+
+
+def test_alloy_site_classes(alloy):
+    system, states, model = alloy
+    assert system.site_classes == 4 and system_site_values(system) == (0, 1, 2, 3)
+    np.testing.assert_array_equal(system.site_class_index(states[:2]), states[:2])
+    assert model.arch.n_classes == 4 and model.arch.cell_shape == (2,) and model.arch.site_channels == 8
+    with pytest.raises(ValueError, match="species codes"):
+        system.site_class_index(np.array([4], dtype=np.int8))
+
+
+def test_alloy_encode_is_the_mean_of_the_patch_codes(alloy):
+    _, states, model = alloy
+    x = states[:12]
+    per_patch = np.stack([model.encode_patches(_alloy_patches(x, k)) for k in range(ALLOY_K)], axis=1)
+    np.testing.assert_allclose(model.encode(x), per_patch.mean(axis=1), atol=1e-5)
+    assert patch_additivity_defect(model, x) < 1e-5
+
+
+def test_alloy_one_patch_change_moves_encode_by_its_patch_share(alloy):
+    """Shuffle the species inside patch 5 only: Δencode = (E(after) − E(before)) / K."""
+    from matscale.geometry import patch_origins
+
+    _, states, model = alloy
+    before = states[:12].copy()
+    after = before.copy()
+    i, j, k = patch_origins(np.array(5), ALLOY_CELLS, ALLOY_P, 3)
+    window = (slice(None), slice(i, i + ALLOY_P), slice(j, j + ALLOY_P), slice(k, k + ALLOY_P))
+    rng = np.random.default_rng(1)
+    for b in range(len(after)):
+        block = after[b][window[1:]]
+        after[b][window[1:]] = rng.permutation(block.ravel()).reshape(block.shape)
+    outside = after.copy()
+    outside[window] = before[window]
+    assert np.array_equal(outside, before) and not np.array_equal(after, before)
+    patch_change = model.encode_patches(_alloy_patches(after, 5)) - model.encode_patches(_alloy_patches(before, 5))
+    assert np.abs(patch_change).max() > 1e-4  # the check is not vacuous
+    np.testing.assert_allclose(model.encode(after) - model.encode(before), patch_change / ALLOY_K, atol=1e-5)
+
+
+def test_alloy_reconstruction_loss_decreases_and_model_round_trips(alloy, tmp_path):
+    system, states, model = alloy
+    loss = model.history["loss"]
+    assert len(loss) == 4 and loss[-1] < loss[0]
+    decoded = model.decode(system.observables(states[:2]), model.encode(states[:2]))
+    assert decoded.shape == (2, ALLOY_CELLS, ALLOY_CELLS, ALLOY_CELLS, 2) and decoded.dtype == np.int8
+    assert set(np.unique(decoded)) <= {0, 1, 2, 3}
+    model.save(tmp_path)
+    loaded = ClosureModel.load(tmp_path)
+    assert loaded.arch == model.arch
+    np.testing.assert_array_equal(loaded.encode(states[:4]), model.encode(states[:4]))
+    with pytest.raises(ValueError, match="site value 5"):
+        model.encode(np.where(states[:2] == 3, 5, states[:2]).astype(np.int8))

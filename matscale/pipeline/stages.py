@@ -69,8 +69,10 @@ def load_configs(folder: Path) -> np.ndarray:
 
 def _config_params(folder: Path) -> np.ndarray | None:
     """Parameter value of every upsampled state (None for systems without a parameter)."""
-    data = read_h5(folder / "configs.h5")
-    return data.get("params")
+    import h5py
+
+    with h5py.File(folder / "configs.h5", "r") as f:
+        return f["params"][()] if "params" in f else None
 
 
 def _units(system: Any, **extra: str) -> dict[str, str]:
@@ -243,25 +245,31 @@ def _partial_group(cfg: RunConfig, system: Any, p: int, configs: np.ndarray, tag
 # ----------------------------------------------------------------------------------------------
 def closure(cfg: RunConfig, system: Any, p: int, up_dir: Path, folder: Path, progress: bool) -> None:
     """Train the patch-additive closure on (a subset of) the upsampled snapshots only."""
-    from matscale.closure import train_closure
+    from matscale.closure import system_site_values, train_closure
 
     cl = cfg.closure
     configs = load_configs(up_dir)
     if cl.max_train and len(configs) > cl.max_train:
         pick = np.sort(np.random.default_rng([cl.seed, p, 2]).choice(len(configs), cl.max_train, replace=False))
         configs = configs[pick]
-    model = train_closure(configs, system.observables(configs), p,
-                          d_closure=cl.dim, epochs=cl.epochs, batch_size=cl.batch_size, lr=cl.lr,
+    model = train_closure(configs, system.observables(configs), p, grid_dim=system.grid_dim,
+                          site_values=system_site_values(system), d_closure=cl.dim,
+                          epochs=cl.epochs, batch_size=cl.batch_size, lr=cl.lr,
                           normalization=cl.normalization, seed=cl.seed, progress=progress)
     model.save(folder)
 
 
 def _encode_draws(model: Any, patches: np.ndarray) -> np.ndarray:
-    """Closure codes of patches [N, p, p], or the mean over draws of patches [N, R, p, p]."""
-    if patches.ndim == 3:
+    """Closure codes of patches [N, p, ..., p, *cell], or the mean over draws of patches
+    [N, R, p, ..., p, *cell]."""
+    patch_shape = model.arch.patch_shape
+    if patches.shape[1:] == patch_shape:
         return model.encode_patches(patches)
+    if patches.ndim != 2 + len(patch_shape) or patches.shape[2:] != patch_shape:
+        raise ValueError(f"patches must have shape [N, {', '.join(map(str, patch_shape))}] or "
+                         f"[N, R, {', '.join(map(str, patch_shape))}], got {patches.shape}")
     n, R = patches.shape[:2]
-    return model.encode_patches(patches.reshape(n * R, *patches.shape[2:])).reshape(n, R, -1).mean(axis=1)
+    return model.encode_patches(patches.reshape(n * R, *patch_shape)).reshape(n, R, -1).mean(axis=1)
 
 
 def observable_names(system: Any, d_closure: int) -> tuple[str, ...]:

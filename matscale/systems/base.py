@@ -22,6 +22,14 @@ Parameters
 A system may be conditioned on one scalar parameter (``parameter_name``, e.g. the temperature
 of the alloy): ``at(value)`` returns the same system at another value. Systems without one have
 ``parameter_name = None``.
+
+Optional capability: site classes
+---------------------------------
+A system whose site values are categorical may also offer ``site_classes`` (an int >= 2, the
+number of distinct site values) and ``site_class_index(states)``, which maps site values to
+class indices ``0 .. site_classes - 1`` (``int64``, same shape) and raises ``ValueError`` for a
+value that is no site value. The patch-additive closure (:mod:`matscale.closure`) needs them;
+they are not part of :data:`REQUIRED_METHODS`, since nothing else does.
 """
 from __future__ import annotations
 
@@ -36,6 +44,8 @@ REQUIRED_ATTRIBUTES = ("grid_dim", "cell_shape", "size", "state_dtype", "time_un
                        "observable_names", "parameter_name")
 REQUIRED_METHODS = ("resized", "at", "metadata", "random_states", "evolve_batch", "evolve_windows",
                     "observables", "order_parameter", "conserve")
+#: the optional site-class capability (module docstring) that the closure needs.
+SITE_CLASS_ATTRIBUTES = ("site_classes", "site_class_index")
 
 
 @runtime_checkable

@@ -49,6 +49,11 @@ class SpinSystemConfig:
         return self.kind == "ising"
 
     @property
+    def default_closure(self) -> bool:
+        """The closure is on by default (closure.dim > 0) wherever it is allowed."""
+        return self.supports_closure
+
+    @property
     def size(self) -> int:
         """Sites per axis of the large box."""
         return self.L
@@ -148,7 +153,8 @@ class AlloySystemConfig:
     kra_e0: tuple[float, ...] = (0.9, 1.2, 1.1)
 
     grid_dim = 3
-    supports_closure = False
+    supports_closure = True   # closure.dim > 0 is allowed (a 3-D CNN over the species codes)
+    default_closure = False   # ... but off unless [closure] sets dim
 
     @property
     def size(self) -> int:
@@ -227,9 +233,6 @@ def _check_alloy(cfg: Any) -> None:
         c._require(tuple(s.elements) == ("Nb", "Mo", "Ta"),
                    f"system.elements={list(s.elements)} not allowed with barrier='nnk' "
                    "(the NNK network is trained on Nb, Mo, Ta; use barrier='kra')")
-    c._require(cfg.closure.dim == 0,
-               f"closure.dim={cfg.closure.dim} out of range for system.kind='nbmota' (allowed: 0; "
-               "the closure encoder is a 2-D convolution)")
     c._require(len(ref.temperatures) >= 1, "reference.temperatures must list at least one temperature")
     for i, T in enumerate(ref.temperatures):
         c._require(T > 0, f"reference.temperatures[{i}]={T} out of range (allowed: > 0 K)")

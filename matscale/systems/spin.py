@@ -180,6 +180,16 @@ class _GlauberSpinSystem:
     def conserve(self, states: np.ndarray, rng: np.random.Generator) -> None:
         """Glauber dynamics conserves nothing: tiled states need no repair."""
 
+    site_classes = 2
+
+    def site_class_index(self, states: np.ndarray) -> np.ndarray:
+        """Site classes ``int64`` (same shape) of spin states: −1 -> 0, +1 -> 1 (ValueError
+        for any other value)."""
+        states = np.asarray(states)
+        if np.any((states != 1) & (states != -1)):
+            raise ValueError("spin states must hold +1 or -1 only")
+        return (states > 0).astype(np.int64)
+
     @staticmethod
     def structure_factor(states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Radially averaged S(k) of spin states (upsampling diagnostics)."""

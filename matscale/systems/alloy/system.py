@@ -511,6 +511,20 @@ class AlloySystem:
         species[sites] = rng.permutation(new_codes)
 
     # ----------------------------------------------------------------- observables
+    @property
+    def site_classes(self) -> int:
+        """Distinct site values: the vacancy and one per element."""
+        return len(self.elements) + 1
+
+    def site_class_index(self, states: np.ndarray) -> np.ndarray:
+        """Site classes ``int64`` (same shape): the species code itself, 0 = vacancy
+        (ValueError for a code outside 0..n_elements)."""
+        classes = np.asarray(states).astype(np.int64)
+        if classes.size and (classes.min() < 0 or classes.max() >= self.site_classes):
+            raise ValueError(f"species codes must lie in 0..{self.site_classes - 1} (0 = vacancy), "
+                             f"got {classes.min()}..{classes.max()}")
+        return classes
+
     def order_parameter(self, states: np.ndarray) -> np.ndarray:
         """The magnitude of the short-range order, sqrt(Σ α²) over the observables, ``[B]``
         (grows monotonically on average as a random solution orders; tiles are matched on it)."""
