@@ -429,14 +429,19 @@ def _check_fit(cfg: RunConfig) -> None:
                       f.validation_fraction)
 
 
+def _check_top_keys(raw: Mapping[str, Any], prefix: str) -> None:
+    """One-line ConfigError for a top-level key that is neither a section nor a known scalar."""
+    allowed = set(_SECTION_TYPES) | set(_TOP_LEVEL_SCALARS)
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown key '{prefix}{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
+
+
 def config_from_dict(raw: Mapping[str, Any], *, source: str | Path = ".") -> RunConfig:
     """Validate a parsed TOML mapping into a :class:`RunConfig` (raises ConfigError)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"configuration must be a table, got {_type_name(raw)}")
-    allowed = set(_SECTION_TYPES) | set(_TOP_LEVEL_SCALARS)
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown key '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
+    _check_top_keys(raw, "")
     workflow = _coerce("workflow", raw.get("workflow", "pipeline"), "str")
     workflow = _WORKFLOW_ALIASES.get(workflow, workflow)
     _choice("workflow", workflow, WORKFLOWS)
@@ -517,10 +522,7 @@ def _strip_quick(raw: Mapping[str, Any]) -> dict[str, Any]:
     preset = raw.get("quick", {})
     if not isinstance(preset, Mapping):
         raise ConfigError(f"[quick] must be a table of section tables, got {_type_name(preset)}")
-    allowed = set(_SECTION_TYPES) | set(_TOP_LEVEL_SCALARS)
-    unknown = sorted(set(preset) - allowed)
-    if unknown:
-        raise ConfigError(f"unknown key 'quick.{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
+    _check_top_keys(preset, "quick.")
     return {k: v for k, v in raw.items() if k != "quick"}
 
 

@@ -20,6 +20,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    """Lay out, write (PNG, 110 dpi) and close a figure."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_mean_std_curves(curves: Mapping[str, np.ndarray], conditions: Sequence[float],
                          path: str | Path, *, title: str = "", condition_label: str = "m0",
                          time_unit: str = "Glauber time") -> Path:
@@ -56,11 +65,7 @@ def plot_mean_std_curves(curves: Mapping[str, np.ndarray], conditions: Sequence[
     axes[0][0].legend(fontsize=8, loc="best")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_test_error_vs_ns(results: Mapping[str, Mapping[str, Any]], methods: Sequence[str],
@@ -85,11 +90,7 @@ def plot_test_error_vs_ns(results: Mapping[str, Mapping[str, Any]], methods: Seq
     ax.set_ylabel("test error")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_equilibrium_vs_parameter(eq: Mapping[str, Any], names: Sequence[str], path: str | Path,
@@ -118,11 +119,7 @@ def plot_equilibrium_vs_parameter(eq: Mapping[str, Any], names: Sequence[str], p
     for k in range(len(names), rows * cols):
         axes[k // cols][k % cols].axis("off")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_std_vs_size(scaling: Mapping[str, Any], names: Sequence[str], conditions: Sequence[float],
@@ -144,11 +141,7 @@ def plot_std_vs_size(scaling: Mapping[str, Any], names: Sequence[str], condition
         ax.set_title(f"{condition_label} = {value:g} (squares: direct; dotted: n^-1/2)", fontsize=9)
         ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 __all__ = ["plot_mean_std_curves", "plot_test_error_vs_ns", "plot_equilibrium_vs_parameter",
