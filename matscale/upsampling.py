@@ -365,9 +365,10 @@ def _conserve(system: Any, configs: np.ndarray, keys: np.ndarray) -> None:
 
 def _upsample_level(system: Any, pool: np.ndarray, start: int, stop: int, level: int, *,
                     op: UpsampleOperator, factor: int, seed: int, relax: Mapping[str, Any],
-                    pool_keys: np.ndarray | None = None, order: np.ndarray | None = None
-                    ) -> np.ndarray:
-    """Outputs ``start:stop`` of one level: draw sources, upsample, conserve, LocalRelax."""
+                    pool_times: np.ndarray, pool_keys: np.ndarray | None = None,
+                    order: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Outputs ``start:stop`` of one level: draw sources, upsample, conserve, LocalRelax; with
+    the recording time of each output's anchor (first) source."""
     index = np.arange(start, stop)
     d = system.grid_dim
     draw_keys = child_keys(sample_keys(seed, index, "upsample-pool", level), op.n_sources(factor, d))
@@ -377,7 +378,7 @@ def _upsample_level(system: Any, pool: np.ndarray, start: int, stop: int, level:
     if relax["n_events"] or relax["duration"]:  # (a zero budget switches LocalRelax off)
         relax_keys = sample_keys(seed, index, "upsample-relax", level)
         local_relax(system, configs, seeds=relax_keys, **relax)
-    return configs
+    return {"configs": configs, "anchor_time": pool_times[picks[:, 0]]}
 
 
 def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target_L: int | None = None,
@@ -389,21 +390,24 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
                           pool_times: np.ndarray | None = None,
                           chunk_size: int = 2000, out: str | os.PathLike | None = None,
                           group: str = "upsampled", overwrite: bool = False,
-                          progress: bool = True) -> np.ndarray:
+                          progress: bool = True, return_times: bool = False) -> Any:
     """Build ``n_configs`` states of side ``target_L`` cells from small snapshots.
 
     Each level draws its sources (with replacement) from the previous level's output (level
     1: ``small_snapshots [M, *small state]``), upsamples by ``factor``, repairs conserved
     quantities and relaxes with :func:`local_relax` (window defaults to p, the small side, at
     every level). ``pool_times [M]`` are the recording times of the small snapshots, required by
-    time-matched modes (``"tile_time"``).
+    time-matched modes (``"tile_time"``); every output records the time of its anchor source
+    (through the levels), returned with ``return_times=True`` as ``(states, anchor_time [n])``
+    (NaN without ``pool_times``).
 
     ``mode`` defaults to ``"tile"`` (for a spin model, tiling reproduces the direct large-box
     statistics where the paper's ``"duplicate"`` does not; see :mod:`matscale.systems.spin`).
 
     With ``out`` (an HDF5 path) every level is written chunk by chunk to
     ``{group}/level_{k}`` (dataset ``configs``) and a rerun resumes where it stopped; a finished
-    output is read back instead of recomputed. Returns ``[n_configs, *large state]``.
+    output is read back instead of recomputed. Returns ``[n_configs, *large state]`` (and the
+    anchor times with ``return_times``).
     """
     small = _check_states(system_large, small_snapshots, "small_snapshots")
     p = small.shape[1]
@@ -429,20 +433,23 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
     config = {"stage": "hierarchical_upsample", "system": system_metadata(system_large),
               "small_snapshots": {"shape": small.shape, "fingerprint": fingerprint(small)},
               "factor": factor, "mode": op.name, "seed": int(seed), "relax": relax}
-    if pool_times is not None and op.match == "time":
+    if pool_times is not None:
         config["pool_times"] = fingerprint(np.ascontiguousarray(pool_times, dtype=np.float64))
+    times = (np.full(len(small), np.nan) if pool_times is None
+             else np.asarray(pool_times, dtype=np.float64))
     pool = np.ascontiguousarray(small, dtype=system_large.state_dtype)
     for level, L in enumerate(sides, start=1):
         system = system_of_side(system_large, L)
         geometry.window_geometry(L, window, stride)
         keys = _pool_keys(op, system, pool, pool_times if level == 1 else None)
         order_ = None if keys is None else np.argsort(keys, kind="stable")
-        compute = lambda a, b, s=system, pl=pool, lv=level, k=keys, o=order_: _upsample_level(
-            s, pl, a, b, lv, op=op, factor=factor, seed=int(seed), relax=relax, pool_keys=k, order=o)
-        pool = _run_level(compute, int(n_configs), system, int(chunk_size), out=out,
-                          group=f"{group}/level_{level}", config={**config, "level": level, "L": L},
-                          overwrite=overwrite, show=progress, desc=f"upsample {L // factor}->{L}")
-    return pool
+        compute = lambda a, b, s=system, pl=pool, lv=level, k=keys, o=order_, t=times: _upsample_level(
+            s, pl, a, b, lv, op=op, factor=factor, seed=int(seed), relax=relax, pool_times=t,
+            pool_keys=k, order=o)
+        pool, times = _run_level(compute, int(n_configs), system, int(chunk_size), out=out,
+                                 group=f"{group}/level_{level}", config={**config, "level": level, "L": L},
+                                 overwrite=overwrite, show=progress, desc=f"upsample {L // factor}->{L}")
+    return (pool, times) if return_times else pool
 
 
 def _pool_keys(op: UpsampleOperator, system: Any, pool: np.ndarray,
@@ -455,23 +462,28 @@ def _pool_keys(op: UpsampleOperator, system: Any, pool: np.ndarray,
     return np.asarray(system.order_parameter(pool), dtype=np.float64)
 
 
-def _run_level(compute: Callable[[int, int], np.ndarray], n: int, system: Any, chunk_size: int, *,
-               out: str | os.PathLike | None, group: str, config: Mapping[str, Any],
-               overwrite: bool, show: bool, desc: str) -> np.ndarray:
-    """Run ``compute(start, stop)`` over all chunks, in memory or through a ChunkedWriter."""
+def _run_level(compute: Callable[[int, int], dict[str, np.ndarray]], n: int, system: Any,
+               chunk_size: int, *, out: str | os.PathLike | None, group: str,
+               config: Mapping[str, Any], overwrite: bool, show: bool, desc: str
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``compute(start, stop)`` over all chunks, in memory or through a ChunkedWriter;
+    returns (states, anchor times)."""
     shape = (system.size,) * system.grid_dim + tuple(system.cell_shape)
+    fields = {"configs": Field(shape, np.dtype(system.state_dtype), system.site_unit),
+              "anchor_time": Field((), np.dtype(np.float64), system.time_unit)}
     if out is None:
-        result = np.empty((n, *shape), dtype=system.state_dtype)
+        result = {name: np.empty((n, *f.shape), dtype=f.dtype) for name, f in fields.items()}
         for start in _progress_bar(range(0, n, chunk_size), total=-(-n // chunk_size), desc=desc, enabled=show):
             stop = min(start + chunk_size, n)
-            result[start:stop] = compute(start, stop)
-        return result
-    fields = {"configs": Field(shape, np.dtype(system.state_dtype), system.site_unit)}
+            for name, values in compute(start, stop).items():
+                result[name][start:stop] = values
+        return result["configs"], result["anchor_time"]
     with ChunkedWriter(out, group, n, chunk_size, fields, config, overwrite=overwrite) as writer:
         pending = list(writer.pending_chunks())
         for start, stop in _progress_bar(pending, total=len(pending), desc=desc, enabled=show):
-            writer.write_chunk(start, stop, configs=compute(start, stop))
-        return writer.read(["configs"])["configs"]
+            writer.write_chunk(start, stop, **compute(start, stop))
+        data = writer.read(["configs", "anchor_time"])
+        return data["configs"], data["anchor_time"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -90,10 +90,11 @@ def test_end_to_end_outputs_and_pairs(alloy_run):
     model = json.loads((out / "p4" / "fit" / "ours" / "model.json").read_text())
     assert model["lam"] == 4.0 and model["parameter"] == "temperature_K"  # K / n_draws
     report = (out / "report.md").read_text()
-    for section in ("late-time mean vs temperature_K", "std vs number of sites", "cost (wall seconds"):
+    for section in ("late-time mean vs temperature_K", "std vs number of sites", "cost (wall seconds",
+                    "upsampled against direct large-system states"):
         assert section in report
     for png in ("mean_std_vs_time_p4", "equilibrium_vs_parameter_p4", "std_vs_size_p4",
-                "upsampling_diagnostics_p4"):
+                "upsampling_diagnostics_1800_p4", "upsampling_diagnostics_2400_p4"):
         assert (out / "plots" / f"{png}.png").is_file()
 
 

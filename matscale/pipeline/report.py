@@ -27,11 +27,8 @@ def write_summary(cfg: RunConfig, system: Any, out: Path) -> dict[str, Any]:
     if len(cfg.patch_sides) > 1:
         plot_test_error_vs_ns(summary["results"], methods(cfg), plots_dir / "test_error_vs_ns.png")
     for p in cfg.patch_sides:
-        for name in ("mean_std_vs_time", "upsampling_diagnostics", "equilibrium_vs_parameter",
-                     "std_vs_size"):
-            src = out / f"p{p}" / "plots" / f"{name}.png"
-            if src.is_file():
-                shutil.copyfile(src, plots_dir / f"{name}_p{p}.png")
+        for src in sorted((out / f"p{p}" / "plots").glob("*.png")):
+            shutil.copyfile(src, plots_dir / f"{src.stem}_p{p}.png")
     tmp = out / ".metrics.json.partial"
     json_dump(summary, tmp)
     os.replace(tmp, out / "metrics.json")
@@ -77,6 +74,7 @@ def render_report(cfg: RunConfig, system: Any, summary: dict[str, Any], out: Pat
         lines += per_condition_section(res, names, ref.condition_label)
         lines += equilibrium_section(res, names)
         lines += size_section(res, names, ref.condition_label)
+        lines += diagnostics_section(out / key / "plots" / "upsampling_diagnostics.json", names, res)
         lines += cost_section(summary["cost_s"].get(key, {}), res, ref)
     lines += ["", "## Plots", ""]
     for png in sorted((out / "plots").glob("*.png")):
@@ -160,3 +158,21 @@ def cost_section(seconds: dict[str, float], res: dict[str, Any], ref: Any) -> li
             f"direct large-system runs ({n_ref} runs of duration {ref.duration:g}) |",
             "|---|---|---|---|",
             f"| {data:.1f} | {seconds.get('fit', 0.0):.1f} | {learn:.1f} | {direct:.1f} |"]
+
+
+def diagnostics_section(path: Path, names: tuple[str, ...], res: dict[str, Any]) -> list[str]:
+    """Late upsampled states against the direct final states: means ± SEM and stds."""
+    if not path.is_file():
+        return []
+    diag = json.loads(path.read_text(encoding="utf-8"))
+    if not diag:
+        return []
+    lines = ["", f"### p{res['p']}: upsampled against direct large-system states", "",
+             "States tiled from small snapshots recorded at >= 80 % of the reference duration, against "
+             "the direct runs' final states (mean ± SEM, std in brackets).", "",
+             "| parameter | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for value, obs in diag.items():
+        cells = [f"{obs[n]['mean_upsampled']:.4f} ± {obs[n]['sem_upsampled']:.4f} [{obs[n]['std_upsampled']:.3g}] vs "
+                 f"{obs[n]['mean_direct']:.4f} ± {obs[n]['sem_direct']:.4f} [{obs[n]['std_direct']:.3g}]" for n in names]
+        lines.append(f"| {value} | " + " | ".join(cells) + " |")
+    return lines

@@ -115,15 +115,17 @@ def small_sim(cfg: RunConfig, system: Any, p: int, folder: Path, progress: bool)
 def upsample(cfg: RunConfig, system: Any, p: int, small_dir: Path, folder: Path,
              progress: bool) -> None:
     """Hierarchical upsampling p -> L per training group (K = 1: draw from the pool), plus
-    random augmentation; configs [N, *state] (groups in order), is_random [N], params [N]."""
+    random augmentation; configs [N, *state] (groups in order), is_random [N], params [N],
+    anchor_time [N] (recording time of each state's anchor small snapshot; NaN for the random
+    states)."""
     data = read_h5(small_dir / "snapshots.h5")
     up, L = cfg.upsampling, system.size
-    parts, flags, params = [], [], []
+    parts, flags, params, anchors = [], [], [], []
     for g, (tags, value, sys_g) in enumerate(parameter_groups(cfg, system)):
         snaps = data["snapshots"][g]                         # [R, S + 1, *small state]
         pool = snaps.reshape(-1, *snaps.shape[2:])
         pool_times = np.tile(data["times"], snaps.shape[0])
-        configs = _upsample_group(cfg, sys_g, p, pool, pool_times, tags, folder, progress)
+        configs, anchor_time = _upsample_group(cfg, sys_g, p, pool, pool_times, tags, folder, progress)
         if up.n_random:
             rng = np.random.default_rng([up.seed, p, 1, *tags])
             if p == L:  # the pool draw consumed this stream first
@@ -132,26 +134,33 @@ def upsample(cfg: RunConfig, system: Any, p: int, small_dir: Path, folder: Path,
             if up.random_relax > 0:
                 _quench(sys_g, extra, up, p, tags)
             configs = np.concatenate([configs, extra])
+            anchor_time = np.concatenate([anchor_time, np.full(up.n_random, np.nan)])
         is_random = np.zeros(len(configs), dtype=bool)
         is_random[len(configs) - up.n_random:] = up.n_random > 0
         parts.append(configs)
         flags.append(is_random)
         params.append(np.full(len(configs), np.nan if value is None else value))
-    arrays = {"configs": np.concatenate(parts), "is_random": np.concatenate(flags)}
+        anchors.append(anchor_time)
+    arrays = {"configs": np.concatenate(parts), "is_random": np.concatenate(flags),
+              "anchor_time": np.concatenate(anchors)}
     if not np.isnan(params[0][0]):
         arrays["params"] = np.concatenate(params)
     write_h5(folder / "configs.h5", arrays,
              {"side": L, "p": p, "n_upsampled": up.n_configs, "n_random": up.n_random},
-             {"configs": system.site_unit, "params": str(system.parameter_name or "")})
+             {"configs": system.site_unit, "params": str(system.parameter_name or ""),
+              "anchor_time": system.time_unit})
     (folder / "levels.h5").unlink(missing_ok=True)  # intermediate levels only serve the resume
 
 
 def _upsample_group(cfg: RunConfig, system: Any, p: int, pool: np.ndarray, pool_times: np.ndarray,
-                    tags: tuple[int, ...], folder: Path, progress: bool) -> np.ndarray:
+                    tags: tuple[int, ...], folder: Path, progress: bool
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Upsampled states of one training group and their anchor times."""
     up = cfg.upsampling
     if p == system.size:
         rng = np.random.default_rng([up.seed, p, 1, *tags])
-        return pool[rng.integers(0, len(pool), size=up.n_configs)]
+        pick = rng.integers(0, len(pool), size=up.n_configs)
+        return pool[pick], pool_times[pick]
     from matscale.upsampling import hierarchical_upsample
 
     seed = group_seed(up.seed, tags, "upsample-group")
@@ -159,7 +168,7 @@ def _upsample_group(cfg: RunConfig, system: Any, p: int, pool: np.ndarray, pool_
         system, pool, system.size, up.n_configs, factor=up.factor, mode=up.mode,
         window=up.window or None, stride=up.stride or None, n_events=up.n_events or None,
         duration=None if up.n_events else up.duration, seed=seed, pool_times=pool_times,
-        progress=progress, out=str(folder / "levels.h5"),
+        progress=progress, out=str(folder / "levels.h5"), return_times=True,
         group="upsampled" if not tags else f"upsampled_{tags[0]}")
 
 
@@ -522,15 +531,43 @@ def plots(cfg: RunConfig, system: Any, p: int, p_dir: Path, ref_dir: Path, folde
 
         plot_std_vs_size(metrics["size_scaling"], names, ref.condition_values, folder / "std_vs_size.png",
                          condition_label=ref.condition_label)
+    if p < system.size:
+        upsampling_diagnostics(cfg, system, p_dir, ref_dir, folder)
+
+
+def upsampling_diagnostics(cfg: RunConfig, system: Any, p_dir: Path, ref_dir: Path, folder: Path) -> None:
+    """Late upsampled states against the direct large-system states at the reference's final
+    time, per parameter value: states whose anchor small snapshot was recorded at or after 80 %
+    of the reference duration (the direct runs' last grid time), so both sides describe the same
+    stage of the dynamics. One figure per compared parameter value (one in all without a
+    parameter); metrics in ``upsampling_diagnostics.json``."""
     from matscale.upsampling import compare_snapshots, plot_upsampling_diagnostics
 
-    if p < system.size:
-        up = load_configs(p_dir / "upsample")
-        final = read_h5(ref_dir / "reference.h5", ["final_configs"])["final_configs"]
-        diag = compare_snapshots(up[: min(len(up), 2000)], final.reshape(-1, *final.shape[2:]),
+    up = read_h5(p_dir / "upsample" / "configs.h5")
+    ref = read_h5(ref_dir / "reference.h5", ["final_configs", "params"])
+    late = up["anchor_time"] >= 0.8 * cfg.reference.duration
+    values = np.unique(ref["params"]) if "params" in up else np.array([np.nan])
+    summary = {}
+    for value in values:
+        if np.isnan(value):
+            mine, final = late, ref["final_configs"]
+            tag = ""
+        else:
+            mine = late & (up["params"] == value)
+            final = ref["final_configs"][ref["params"] == value]
+            tag = f"_{value:g}"
+        if mine.sum() < 2:
+            continue
+        states = up["configs"][np.flatnonzero(mine)[:2000]]
+        diag = compare_snapshots(states, final.reshape(-1, *final.shape[2:]),
                                  observables=system.observables, names=tuple(system.observable_names),
                                  structure_factor=getattr(system, "structure_factor", None))
-        plot_upsampling_diagnostics(diag, folder / "upsampling_diagnostics.png")
+        plot_upsampling_diagnostics(diag, folder / f"upsampling_diagnostics{tag}.png")
+        summary[tag.lstrip("_") or "all"] = {
+            name: {k: d[k] for k in ("mean_upsampled", "mean_direct", "sem_upsampled", "sem_direct",
+                                     "std_upsampled", "std_direct", "z_mean", "ks_statistic")}
+            for name, d in diag["observables"].items()}
+    json_dump(summary, folder / "upsampling_diagnostics.json")
 
 
 # ----------------------------------------------------------------------------------------------
