@@ -99,6 +99,9 @@ class PartialConfig:
     on its own while its exterior stays frozen: the mean increment over δt is then
     μ·τ(1 − e^{−δt/τ}) rather than μ·δt; a longer step gives less noise per pair. The measured
     choices for each shipped system are documented with the system (``matscale.systems``).
+    ``durations``: one δt per training parameter value of a conditioned system (same order as
+    its parameter list), replacing ``duration`` where the dynamics' speed in the system clock
+    depends on the parameter.
 
     ``pairs_per_config`` independent pairs (each its own patch and random stream) are drawn from
     every large configuration: the short δt makes a single increment noisy, and extra pairs cost
@@ -113,6 +116,7 @@ class PartialConfig:
 
     n_events: int = 0
     duration: float = 0.05
+    durations: tuple[float, ...] = ()
     naive_n_events: int = 0
     pairs_per_config: int = 1
     n_draws: int = 1
@@ -365,6 +369,12 @@ def _check_pipeline(cfg: RunConfig) -> None:
         _positive(f"upsampling.{key}", getattr(up, key), allow_zero=True)
     _positive("partial.n_events", pa.n_events, allow_zero=True)
     _positive("partial.duration", pa.duration)
+    points = tuple(s.parameter_points)
+    _require(not pa.durations or len(pa.durations) == len(points),
+             f"partial.durations has {len(pa.durations)} values (allowed: none, or one per training "
+             f"parameter value: {len(points)})")
+    for i, value in enumerate(pa.durations):
+        _positive(f"partial.durations[{i}]", value)
     _positive("partial.naive_n_events", pa.naive_n_events, allow_zero=True)
     _positive("partial.pairs_per_config", pa.pairs_per_config)
     _positive("partial.n_draws", pa.n_draws)

@@ -167,6 +167,8 @@ def test_alloy_closure_is_off_by_default_and_encodes_on_request(tmp_path):
     ("vacancy_fraction = 0.0078125", "vacancy_fraction = 0.001", "system.vacancy_fraction"),
     ("[train]", "[closure]\ndim = -1\n[train]", "closure.dim"),
     ("sizes = [16, 32]", "sizes = [10]", "evaluate.sizes[0]"),
+    ("n_draws = 2", "n_draws = 2\ndurations = [0.001]", "partial.durations"),
+    ("n_draws = 2", "n_draws = 2\ndurations = [0.001, -1.0]", "partial.durations[1]"),
 ])
 def test_bad_alloy_configs_fail_with_one_line_naming_the_field(old, new, field):
     assert old in TINY
@@ -260,3 +262,18 @@ def test_hierarchical_upsampling_of_the_alloy_two_levels():
     np.testing.assert_array_equal(counts, np.broadcast_to([128, 2688, 2688, 2688], counts.shape))
     with pytest.raises(ValueError, match="pool_times"):
         hierarchical_upsample(large, pool, n_configs=2, mode="tile_time", progress=False)
+
+
+def test_one_partial_step_per_training_temperature(tmp_path):
+    """partial.durations gives each training temperature its own δt; the rollout step follows
+    the shortest one."""
+    import h5py
+
+    cfg = loads_config(TINY.replace("n_draws = 2", "n_draws = 2\ndurations = [0.0005, 0.002]"))
+    run_pipeline(cfg, tmp_path, stop_after="fit")
+    with h5py.File(tmp_path / "p4" / "encode" / "pairs.h5", "r") as f:
+        dt, params = f["dt"][:], f["params"][:]
+    np.testing.assert_allclose(dt[params == 1800.0], 0.0005)
+    np.testing.assert_allclose(dt[params == 2400.0], 0.002)
+    model = json.loads((tmp_path / "p4" / "fit" / "ours" / "model.json").read_text())
+    assert model["min_dt"] == pytest.approx(0.0005)

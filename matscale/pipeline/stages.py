@@ -222,11 +222,12 @@ def _partial_group(cfg: RunConfig, system: Any, p: int, configs: np.ndarray, tag
     from matscale.partial import partial_evolution
 
     pa = cfg.partial
+    duration = pa.durations[tags[0]] if pa.durations else pa.duration
     suffix = "" if not tags else f"_{tags[0]}"
     seed = group_seed(pa.seed, tags, "partial-group")
     result = partial_evolution(
         system, configs, p, n_events=pa.n_events or None,
-        duration=None if pa.n_events else pa.duration,
+        duration=None if pa.n_events else duration,
         boundary=pa.boundary, seed=seed, chunk_size=pa.chunk_size, n_draws=pa.n_draws,
         store_patches=keep_patches, out=str(folder / f"partial_work{suffix}.h5"), progress=progress)
     arrays = {name: _field(result, name) for name in _PAIR_FIELDS
@@ -348,6 +349,7 @@ def fit(cfg: RunConfig, system: Any, p: int, encode_dir: Path, folder: Path, pro
         sde.save(target / "sde")
         json_dump({"method": method, "lam": lam, "K": K, "p": p, "observables": meta["observables"],
                    "parameter": system.parameter_name, "median_dt": float(np.median(dt)),
+                   "min_dt": float(np.min(dt)),
                    "history": getattr(sde, "history", None)}, target / "model.json")
 
 
@@ -393,12 +395,14 @@ def reference(cfg: RunConfig, system: Any, folder: Path, progress: bool) -> None
 # evaluate and plots
 # ----------------------------------------------------------------------------------------------
 def _auto_substeps(model_json: Path, grid_dt: float) -> int:
-    """Rollout substeps per grid interval: the integration step is at most twice the median
-    training δt of the model (the SDE is only identified on that time scale)."""
+    """Rollout substeps per grid interval: the integration step is at most twice the shortest
+    training δt of the model (the SDE is identified on that time scale; with a δt per parameter
+    value the shortest one belongs to the fastest dynamics)."""
     import json
 
-    median_dt = json.loads(model_json.read_text()).get("median_dt") or grid_dt
-    return max(1, math.ceil(grid_dt / (2.0 * median_dt) - 1e-9))
+    record = json.loads(model_json.read_text())
+    train_dt = record.get("min_dt") or record.get("median_dt") or grid_dt
+    return max(1, math.ceil(grid_dt / (2.0 * train_dt) - 1e-9))
 
 
 def evaluate(cfg: RunConfig, system: Any, p: int, p_dir: Path, ref_dir: Path, folder: Path) -> None:
