@@ -96,3 +96,23 @@ def test_quick_preset_overrides_only_its_keys():
         loads_config(QUICK + "\n[quick.bogus]\nx = 1\n")
     with pytest.raises(ConfigError, match="small.n_runs"):
         loads_config(QUICK.replace("n_runs = 7", "n_runs = -1"), quick=True)
+
+
+def test_stage_records_follow_the_stage_table():
+    """Each stage records the sections it depends on through its inputs, and the partial stage
+    also whether it keeps the patches (a closure switched on later must recompute it)."""
+    import dataclasses
+
+    from matscale.pipeline.runner import dependents, stage_config, stage_sections
+
+    assert stage_sections("small_sim") == ("system", "small")
+    assert stage_sections("encode") == ("system", "small", "upsampling", "partial", "closure")
+    assert stage_sections("plots") == ("system", "small", "upsampling", "partial", "closure",
+                                       "train", "reference", "evaluate")
+    assert dependents("reference") == ("evaluate", "plots")
+    assert dependents("upsample") == ("partial", "closure", "encode", "fit", "evaluate", "plots")
+    cfg = loads_config('[system]\nkind = "ising"\nL = 16\nT = 2.5\n[small]\np = 8\n[closure]\ndim = 0\n')
+    off = stage_config(cfg, "partial", 8)
+    on = stage_config(dataclasses.replace(cfg, closure=dataclasses.replace(cfg.closure, dim=2)), "partial", 8)
+    assert off["settings"] == {"store_patches": False} and on["settings"] == {"store_patches": True}
+    assert {k: v for k, v in off.items() if k != "settings"} == {k: v for k, v in on.items() if k != "settings"}

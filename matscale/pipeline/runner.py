@@ -48,18 +48,22 @@ _SECTION_ORDER = ("system", "small", "upsampling", "partial", "closure", "train"
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage: the stages whose outputs it reads and the config sections it reads itself."""
+    """One stage: the stages whose outputs it reads, the config sections it reads itself, and
+    single settings of other sections that change its output (``settings(cfg) -> dict``)."""
 
     name: str
     inputs: tuple[str, ...]
     sections: tuple[str, ...]
     per_p: bool = True
+    settings: Callable[[RunConfig], dict[str, Any]] | None = None
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("small_sim", (), ("system", "small")),
     Stage("upsample", ("small_sim",), ("upsampling",)),
-    Stage("partial", ("upsample",), ("partial",)),
+    # partial evolution keeps the patches when a closure will encode them
+    Stage("partial", ("upsample",), ("partial",),
+          settings=lambda cfg: {"store_patches": cfg.closure.dim > 0}),
     Stage("closure", ("upsample",), ("closure",)),
     Stage("encode", ("partial", "closure"), ()),
     Stage("fit", ("encode",), ("train",)),
@@ -104,6 +108,9 @@ def stage_config(cfg: RunConfig, stage: str, p: int | None) -> dict[str, Any]:
     record = {name: d[name] for name in stage_sections(stage)}
     if "small" in record:
         record["small"] = {**record["small"], "p": p}
+    settings = _BY_NAME[stage].settings
+    if settings is not None:
+        record["settings"] = settings(cfg)
     return record
 
 
