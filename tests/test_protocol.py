@@ -116,3 +116,18 @@ def test_stage_records_follow_the_stage_table():
     on = stage_config(dataclasses.replace(cfg, closure=dataclasses.replace(cfg.closure, dim=2)), "partial", 8)
     assert off["settings"] == {"store_patches": False} and on["settings"] == {"store_patches": True}
     assert {k: v for k, v in off.items() if k != "settings"} == {k: v for k, v in on.items() if k != "settings"}
+
+
+def test_a_second_run_into_a_busy_folder_is_refused(tmp_path):
+    """While one run holds OUT, another is refused with one line and writes nothing there;
+    the lock goes with its holder (no stale lock after the first run ends)."""
+    from matscale.pipeline import run_pipeline
+    from matscale.pipeline.runner import RunLock
+
+    cfg = loads_config('[system]\nkind = "ising"\nL = 16\nT = 2.5\n[small]\np = 8\n')
+    with RunLock(tmp_path):
+        with pytest.raises(ConfigError, match="in use by another matscale run") as info:
+            run_pipeline(cfg, tmp_path, stop_after="small_sim")
+        assert "\n" not in str(info.value) and not (tmp_path / "config.toml").exists()
+    with RunLock(tmp_path):  # released: can be taken again
+        pass

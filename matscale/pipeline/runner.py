@@ -243,6 +243,46 @@ def check_run_folder(cfg: RunConfig, out: Path, force: frozenset[str]) -> None:
             raise ConfigError(f"{out} holds a run of system.kind={old_kind!r}; use another --out")
 
 
+class RunLock:
+    """An exclusive lock on a run folder (``OUT/.matscale.lock``) for the life of one run.
+
+    Two runs writing into one folder would interleave their temporary stage folders; the second
+    is refused with a one-line error. The lock is an OS file lock (``fcntl.flock``), released by
+    the operating system when the process ends, so a crashed run never leaves a stale lock.
+    Where ``fcntl`` does not exist (Windows) no lock is taken.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / ".matscale.lock"
+        self._fh: Any = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        fh = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise ConfigError(f"{self.path.parent} is in use by another matscale run (pid {holder}); "
+                              "wait for it to finish or use another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing the file releases the lock
+            self._fh = None
+
+
 def run_pipeline(cfg: RunConfig, out: str | Path, *, force_stages: Iterable[str] = (),
                  stop_after: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Run (or resume) the whole workflow of ``cfg`` into ``out``; returns the summary metrics.
@@ -250,11 +290,6 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, force_stages: Iterable[str]
     ``force_stages``: stage names to recompute even when their outputs exist (their dependents
     are recomputed too). ``stop_after``: stop once that stage is done (for staged runs/tests).
     """
-    from matscale.pipeline.fit_workflow import run_fit_workflow
-    from matscale.pipeline.report import write_summary
-    from matscale.pipeline.stages import run_patch_side
-    from matscale.systems.registry import build_system
-
     out = Path(out)
     force = frozenset(force_stages)
     unknown = sorted(force - set(STAGE_NAMES) - {"fit_pairs"})
@@ -264,6 +299,17 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, force_stages: Iterable[str]
         raise ConfigError(f"--stop-after {stop_after!r} is not a stage (allowed: {', '.join(STAGE_NAMES)})")
     force = with_dependents(force)
     out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
+        return _run_locked(cfg, out, force, stop_after, progress)
+
+
+def _run_locked(cfg: RunConfig, out: Path, force: frozenset[str], stop_after: str | None,
+                progress: bool) -> dict[str, Any]:
+    from matscale.pipeline.fit_workflow import run_fit_workflow
+    from matscale.pipeline.report import write_summary
+    from matscale.pipeline.stages import run_patch_side
+    from matscale.systems.registry import build_system
+
     check_run_folder(cfg, out, force)
     if cfg.workflow == "pipeline":
         preflight(cfg, out, force)
