@@ -131,3 +131,17 @@ def test_a_second_run_into_a_busy_folder_is_refused(tmp_path):
         assert "\n" not in str(info.value) and not (tmp_path / "config.toml").exists()
     with RunLock(tmp_path):  # released: can be taken again
         pass
+
+
+def test_reference_does_not_depend_on_the_training_temperatures():
+    """Changing the training temperatures of the alloy recomputes the data stages but keeps the
+    expensive direct reference runs."""
+    from matscale.pipeline.runner import stage_config
+
+    text = ('[system]\nkind = "nbmota"\ncells = 8\ntemperatures = [{}]\nvacancy_fraction = 0.0078125\n'
+            '[small]\np = 4\n[reference]\ntemperatures = [2000.0]\nn_runs = 3\n[evaluate]\npaper_paths = 3\n')
+    a = loads_config(text.format("1800.0, 2400.0"))
+    b = loads_config(text.format("1600.0, 2400.0"))
+    assert stage_config(a, "reference", None) == stage_config(b, "reference", None)
+    assert stage_config(a, "small_sim", 4) != stage_config(b, "small_sim", 4)
+    assert "temperatures" in stage_config(a, "small_sim", 4)["system"]

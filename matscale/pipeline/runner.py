@@ -56,6 +56,7 @@ class Stage:
     sections: tuple[str, ...]
     per_p: bool = True
     settings: Callable[[RunConfig], dict[str, Any]] | None = None
+    uses_training_points: bool = True  # False: the [system] fields listing training values do not matter
 
 
 STAGES: tuple[Stage, ...] = (
@@ -67,7 +68,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("closure", ("upsample",), ("closure",)),
     Stage("encode", ("partial", "closure"), ()),
     Stage("fit", ("encode",), ("train",)),
-    Stage("reference", (), ("system", "reference"), per_p=False),
+    # the direct reference runs do not depend on which parameter values the SDE is trained at
+    Stage("reference", (), ("system", "reference"), per_p=False, uses_training_points=False),
     Stage("evaluate", ("fit", "reference"), ("evaluate",)),
     Stage("plots", ("evaluate",), ()),
 )
@@ -108,9 +110,12 @@ def stage_config(cfg: RunConfig, stage: str, p: int | None) -> dict[str, Any]:
     record = {name: d[name] for name in stage_sections(stage)}
     if "small" in record:
         record["small"] = {**record["small"], "p": p}
-    settings = _BY_NAME[stage].settings
-    if settings is not None:
-        record["settings"] = settings(cfg)
+    entry = _BY_NAME[stage]
+    if not entry.uses_training_points and "system" in record:
+        training = getattr(cfg.system, "training_fields", ())
+        record["system"] = {k: v for k, v in record["system"].items() if k not in training}
+    if entry.settings is not None:
+        record["settings"] = entry.settings(cfg)
     return record
 
 

@@ -153,6 +153,7 @@ class AlloySystemConfig:
     kra_e0: tuple[float, ...] = (0.9, 1.2, 1.1)
 
     grid_dim = 3
+    training_fields = ("temperatures",)  # choose training data only (not the reference runs)
     supports_closure = True   # closure.dim > 0 is allowed (a 3-D CNN over the species codes)
     default_closure = False   # ... but off unless [closure] sets dim
 
