@@ -51,19 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stop-after", metavar="STAGE", choices=list(STAGE_NAMES),
                      help="stop once STAGE is finished")
     run.add_argument("--quiet", action="store_true", help="no progress output")
-    val = sub.add_parser("validate", help="check a configuration file and print a summary")
-    val.add_argument("config", help="TOML configuration")
+    val = sub.add_parser("validate", help="check configuration files and print a summary of each")
+    val.add_argument("config", nargs="+", help="TOML configuration(s)")
+    val.add_argument("--quick", action="store_true", help="check the files' [quick] presets")
     return parser
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    if cfg.workflow == "fit":
-        print(f"OK: workflow=fit, pairs={cfg.fit.pairs}, loss={cfg.fit.loss}, lam={cfg.fit.lam}")
-    else:
-        ks = ", ".join(f"p={p} (K={cfg.n_patches(p)})" for p in cfg.patch_sides)
-        print(f"OK: {cfg.system.describe()}; {ks}; closure dim={cfg.closure.dim}; "
-              f"train.method={cfg.train.method}")
+    """Check every file; one line per file, the first error ends the command (status 2)."""
+    for path in args.config:
+        try:
+            cfg = load_config(path, quick=args.quick)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        if cfg.workflow == "fit":
+            print(f"OK {path}: workflow=fit, pairs={cfg.fit.pairs}, loss={cfg.fit.loss}, lam={cfg.fit.lam}")
+        else:
+            ks = ", ".join(f"p={p} (K={cfg.n_patches(p)})" for p in cfg.patch_sides)
+            print(f"OK {path}: {cfg.system.describe()}; {ks}; closure dim={cfg.closure.dim}; "
+                  f"train.method={cfg.train.method}")
     return 0
 
 

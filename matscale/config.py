@@ -306,6 +306,8 @@ def _build_section(name: str, raw: Any, cls: type | None = None) -> Any:
             kwargs[key] = _coerce(f"{name}.{key}", raw[key], str(f.type))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing required key '{name}.{key}'")
+    if kwargs.get("seed", 0) < 0:  # every section's random stream seed (numpy needs >= 0)
+        raise ConfigError(f"{name}.seed={kwargs['seed']} out of range (allowed: >= 0)")
     return cls(**kwargs)
 
 

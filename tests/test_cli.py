@@ -32,7 +32,12 @@ def test_validate_good_configs(capsys):
     for name in ("ising.toml", "curie_weiss.toml", "fit_pairs.toml"):
         assert main(["validate", str(REPO / "inputs" / name)]) == 0
     out = capsys.readouterr().out
-    assert "OK: ising, L = 64" in out and "p=16 (K=16)" in out
+    assert "ising.toml: ising, L = 64" in out and "p=16 (K=16)" in out
+    # several files at once, and their [quick] presets
+    assert main(["validate", "--quick", str(REPO / "inputs" / "ising.toml"),
+                 str(REPO / "inputs" / "nbmota.toml")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("OK ") == 2 and "ising, L = 32" in out and "training T = [1600.0, 2000.0, 2400.0]" in out
 
 
 def _one_line_error(capsys, argv, expect: str) -> None:

@@ -74,6 +74,8 @@ def test_curie_weiss_defaults_to_no_closure():
     (_with("\n[reference]\ngrid_dt = 0.0\n"), "reference.grid_dt"),
     (_with("\n[reference]\nduration = 1.0\ngrid_dt = 2.0\n"), "reference.grid_dt"),
     (_with("\n[evaluate]\npaper_paths = 500\n"), "evaluate.paper_paths"),
+    (_with("\n[partial]\nseed = -3\n"), "partial.seed"),
+    (_with("\n[reference]\nseed = -1\n"), "reference.seed"),
     (_with("\n[fit]\npairs = \"x.npz\"\n"), "[fit]"),
     (_with("\n[train]\nseed = 1.5\n"), "train.seed"),
     ("[small]\np = 4\n", "[system]"),
