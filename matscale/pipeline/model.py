@@ -65,7 +65,7 @@ class MacroModel:
         patches, so the drift is intensive and the diffusion scales as sqrt(n / n') — the same
         scaling that makes lam = K the covariance factor of the patch-increment likelihood.
         """
-        params = self._params(parameter, named, np.shape(z0))
+        params = self._params(parameter, named)
         scale = 1.0
         if n_sites is not None:
             if int(n_sites) < 1:
@@ -75,7 +75,7 @@ class MacroModel:
                                           n_paths=n_paths, seed=seed, method=method, params=params,
                                           noise_scale=scale))
 
-    def _params(self, parameter: Any, named: dict[str, Any], z_shape: tuple[int, ...]) -> Any:
+    def _params(self, parameter: Any, named: dict[str, Any]) -> Any:
         name = self.parameter_name
         unknown = sorted(set(named) - ({name} if name else set()))
         if unknown:

@@ -75,10 +75,6 @@ def _config_params(folder: Path) -> np.ndarray | None:
         return f["params"][()] if "params" in f else None
 
 
-def _units(system: Any, **extra: str) -> dict[str, str]:
-    return {"times": system.time_unit, **extra}
-
-
 # ----------------------------------------------------------------------------------------------
 # small_sim
 # ----------------------------------------------------------------------------------------------
@@ -106,7 +102,8 @@ def small_sim(cfg: RunConfig, system: Any, p: int, folder: Path, progress: bool)
     if groups[0][1] is not None:
         arrays["params"] = np.array([v for _, v, _ in groups], dtype=np.float64)
     write_h5(folder / "snapshots.h5", arrays, {"side": p, "system": small.metadata()},
-             _units(small, snapshots=small.site_unit, params=str(small.parameter_name or "")))
+             {"times": small.time_unit, "snapshots": small.site_unit,
+              "params": str(small.parameter_name or "")})
 
 
 # ----------------------------------------------------------------------------------------------

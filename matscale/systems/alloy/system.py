@@ -78,7 +78,7 @@ from matscale.systems.alloy.lattice import (
     validate_elements,
 )
 from matscale.systems.alloy.nnk import NNKBarrierModel
-from matscale.systems.alloy.sro import COORDINATION, pair_labels
+from matscale.systems.alloy.sro import COORDINATION
 
 __all__ = ["AlloySystem", "DEFAULT_CLOCK_BARRIER_EV"]
 
