@@ -145,3 +145,13 @@ def test_reference_does_not_depend_on_the_training_temperatures():
     assert stage_config(a, "reference", None) == stage_config(b, "reference", None)
     assert stage_config(a, "small_sim", 4) != stage_config(b, "small_sim", 4)
     assert "temperatures" in stage_config(a, "small_sim", 4)["system"]
+
+
+def test_stage_lines_announce_the_start_and_the_end(tmp_path, capsys):
+    from matscale.pipeline.runner import StageRunner
+
+    runner = StageRunner(tmp_path, progress=True)
+    runner.run("small_sim", tmp_path / "stage", {"x": 1}, {}, lambda folder: print("working"))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "[matscale] stage: running" and out[1] == "working"
+    assert out[2].startswith("[matscale] stage: ran")

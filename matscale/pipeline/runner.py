@@ -176,6 +176,8 @@ class StageRunner:
                 shutil.rmtree(tmp)
         tmp.mkdir(parents=True, exist_ok=True)
         json_dump(record, pending)
+        if self.progress:  # a long stage is not silent until it ends
+            print(f"[matscale] {label}: running", flush=True)
         start = time.perf_counter()
         compute(tmp)
         seconds = time.perf_counter() - start
