@@ -50,6 +50,10 @@ __all__ = [
     "h5_meta",
     "json_dump",
     "read_json",
+    "DamagedDataError",
+    "reading",
+    "folder_manifest",
+    "manifest_problem",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -222,7 +226,11 @@ class ChunkedWriter:
                                             "fields": {k: [list(f.shape), np.dtype(f.dtype).str]
                                                        for k, f in self.fields.items()}})
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = h5py.File(self.path, "a")
+        if self.path.exists():  # resuming: a damaged partial file is named, with the remedy
+            with reading(self.path):
+                self._file = h5py.File(self.path, "a")
+        else:
+            self._file = h5py.File(self.path, "a")
         try:
             self._group = self._open_group(attrs or {}, overwrite, compression)
         except BaseException:
@@ -385,6 +393,11 @@ def load(path: str | os.PathLike, group: str | None = None) -> tuple[dict[str, n
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    with reading(path, remedy="restore the file or regenerate it"):
+        return _load(path, group)
+
+
+def _load(path: Path, group: str | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files if k != _META_KEY}
@@ -420,20 +433,124 @@ def write_h5(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Ma
 
 def read_h5(path: str | os.PathLike, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
     """The named datasets (default all) of an HDF5 file written by :func:`write_h5`."""
-    with h5py.File(path, "r") as f:
-        keys = list(f.keys()) if names is None else list(names)
-        return {k: f[k][()] for k in keys}
+    with reading(path):
+        with h5py.File(path, "r") as f:
+            keys = list(f.keys()) if names is None else list(names)
+            return {k: f[k][()] for k in keys}
 
 
 def h5_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON ``meta`` attribute of an HDF5 file written by :func:`write_h5`."""
-    with h5py.File(path, "r") as f:
-        return json.loads(f.attrs["meta"])
+    with reading(path):
+        with h5py.File(path, "r") as f:
+            return json.loads(f.attrs["meta"])
 
 
 def read_json(path: str | os.PathLike) -> Any:
     """The JSON document of a file."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    with reading(path):
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------------------------
+# Damaged data: detected by checksums, reported in one line that names the file and a remedy
+# --------------------------------------------------------------------------------------------
+class DamagedDataError(ValueError):
+    """A file of a run cannot be read or no longer matches the checksum recorded when its stage
+    finished. The message is one line: the file, what is wrong, and the remedy."""
+
+
+STAGE_RECORD = "stage.json"
+
+
+def stage_remedy(path: str | os.PathLike) -> str:
+    """The remedy for a damaged file of a run folder: force the stage that wrote it (found as the
+    nearest parent folder holding a stage record, or named like a stage's temporary folder)."""
+    path = Path(path).absolute()
+    for folder in (path, *path.parents):
+        record = folder / STAGE_RECORD
+        name = folder.name
+        if name.startswith(".") and name.endswith(".partial"):
+            return (f"delete the unfinished {folder} and rerun the same command (or rerun with "
+                    f"--force-stage {name[1:-len('.partial')]})")
+        if record.is_file():
+            stage = _stage_name(record) or folder.name
+            return f"rerun with --force-stage {stage} (it and the stages after it are recomputed)"
+    return "restore the file or regenerate it"
+
+
+def _stage_name(record: Path) -> str | None:
+    try:
+        stage = json.loads(record.read_text(encoding="utf-8")).get("stage")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return stage if isinstance(stage, str) else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class reading:
+    """Context manager for reading one run file: library errors (h5py, torch, numpy, json) become
+    a :class:`DamagedDataError` naming the file and the remedy; a missing file stays a
+    :class:`FileNotFoundError`."""
+
+    def __init__(self, path: str | os.PathLike, remedy: str | None = None) -> None:
+        self.path = Path(path)
+        self.remedy = remedy
+
+    def __enter__(self) -> "reading":
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: file not found; {self.remedy or stage_remedy(self.path)}")
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, (DamagedDataError, FileNotFoundError, KeyboardInterrupt,
+                                           MemoryError)):
+            return False
+        if isinstance(exc, Exception):
+            remedy = self.remedy or stage_remedy(self.path)
+            raise DamagedDataError(f"{self.path}: damaged or unreadable ({type(exc).__name__}: "
+                                   f"{_first_line(exc)}); {remedy}") from exc
+        return False
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def folder_manifest(folder: str | os.PathLike, exclude: Iterable[str] = (STAGE_RECORD,)) -> dict[str, dict[str, Any]]:
+    """Size in bytes and SHA-256 of every file under ``folder`` (relative POSIX paths), except
+    the names in ``exclude`` at its top level."""
+    folder = Path(folder)
+    skip = set(exclude)
+    manifest = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if rel in skip:
+            continue
+        manifest[rel] = {"bytes": path.stat().st_size, "sha256": file_digest(path)}
+    return manifest
+
+
+def manifest_problem(folder: str | os.PathLike, manifest: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The first difference between ``folder`` and its recorded ``manifest`` ("FILE: what"), or
+    None when every recorded file is present with its recorded size and hash."""
+    folder = Path(folder)
+    for rel, entry in manifest.items():
+        path = folder / rel
+        if not path.is_file():
+            return f"{path}: missing"
+        size = path.stat().st_size
+        if size != entry.get("bytes"):
+            return f"{path}: {size} bytes, {entry.get('bytes')} when its stage finished"
+        if file_digest(path) != entry.get("sha256"):
+            return f"{path}: contents changed since its stage finished (SHA-256 differs)"
+    return None
 
 
 def json_dump(obj: Any, path: str | os.PathLike) -> None:

@@ -16,8 +16,11 @@ Layout of a run folder ``OUT`` (one sub-pipeline per patch side p, sharing the r
     OUT/metrics.json, OUT/plots/, OUT/report.md    summary over all p
 
 Every stage writes into a hidden temporary folder and renames it into place when complete
-(atomic), together with ``stage.json`` recording the configuration sections it depends on and
-the run ids of its inputs. A rerun skips a stage whose record matches; a record made with a
+(atomic), together with ``stage.json`` recording the configuration sections it depends on, the
+run ids of its inputs, and the size and SHA-256 of every file it wrote. Before a finished stage
+is trusted (skipped, or read by a later stage) its files are checked against that record; a
+damaged or missing file stops the run with one line naming the file and the ``--force-stage``
+that regenerates it, before anything is written. A rerun skips a stage whose record matches; a record made with a
 different configuration is a one-line :class:`~matscale.config.ConfigError` unless the stage is
 forced (``force_stages``), in which case it and every stage downstream of it are recomputed.
 A stage interrupted mid-way resumes from its temporary folder (chunked HDF5 outputs of
@@ -39,9 +42,10 @@ from typing import Any, Callable, Iterable
 
 from matscale import __version__
 from matscale.config import ConfigError, RunConfig, write_config
-from matscale.io import json_dump
+from matscale.io import (STAGE_RECORD, DamagedDataError, folder_manifest, json_dump, manifest_problem,
+                         read_json)
 
-_STAGE_RECORD = "stage.json"
+_STAGE_RECORD = STAGE_RECORD
 _SECTION_ORDER = ("system", "small", "upsampling", "partial", "closure", "train", "reference",
                   "evaluate")
 
@@ -142,6 +146,7 @@ class StageRunner:
     progress: bool = False
     cfg: RunConfig | None = None  # written into every stage folder when given
     executed: list[str] = field(default_factory=list)
+    verified: set[Path] = field(default_factory=set)  # finished stage folders whose files were checked
 
     def log(self, label: str, action: str, seconds: float = 0.0) -> None:
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {label} {action} {seconds:.2f}s\n"
@@ -157,9 +162,12 @@ class StageRunner:
         record = {"stage": stage, "config": config, "inputs": inputs}
         done = folder / _STAGE_RECORD
         if done.is_file():
-            old = json.loads(done.read_text(encoding="utf-8"))
+            old = read_json(done)
             same_config = old.get("config") == config
             if same_config and old.get("inputs") == inputs and stage not in self.force:
+                if folder not in self.verified:
+                    verify_stage(folder, stage)
+                    self.verified.add(folder)
                 self.log(label, "skipped")
                 self._maybe_stop(stage)
                 return old["run_id"]
@@ -171,7 +179,10 @@ class StageRunner:
         tmp = folder.parent / f".{folder.name}.partial"
         pending = tmp / "stage.pending.json"
         if tmp.exists():
-            same = pending.is_file() and json.loads(pending.read_text(encoding="utf-8")) == record
+            try:  # an unreadable record of unfinished work only means starting the stage afresh
+                same = pending.is_file() and json.loads(pending.read_text(encoding="utf-8")) == record
+            except (OSError, ValueError):
+                same = False
             if not same:
                 shutil.rmtree(tmp)
         tmp.mkdir(parents=True, exist_ok=True)
@@ -186,7 +197,8 @@ class StageRunner:
         if self.cfg is not None:
             write_config(self.cfg, tmp)
         json_dump({**record, "run_id": run_id, "seconds": seconds, "matscale_version": __version__,
-                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, tmp / _STAGE_RECORD)
+                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": folder_manifest(tmp)},
+                  tmp / _STAGE_RECORD)
         self._swap_into_place(tmp, folder)
         self.executed.append(label)
         self.log(label, "ran", seconds)
@@ -216,30 +228,69 @@ def stage_folder(out: Path, stage: str, p: int | None) -> Path:
     return out / stage if not _BY_NAME[stage].per_p else out / f"p{p}" / stage
 
 
-def preflight(cfg: RunConfig, out: Path, force: frozenset[str]) -> None:
-    """Refuse, before anything is written, to mix a changed configuration into finished stages."""
-    folders = [(s.name, stage_folder(out, s.name, p), p) for s in STAGES if not s.per_p
-               for p in (None,)]
+def verify_stage(folder: Path, stage: str) -> None:
+    """Check a finished stage's files against the sizes and hashes in its record; a damaged,
+    missing or unrecorded file is a one-line :class:`DamagedDataError` with the remedy."""
+    record = read_json(folder / _STAGE_RECORD)
+    remedy = f"rerun with --force-stage {stage} (it and the stages after it are recomputed)"
+    manifest = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(manifest, dict):
+        raise DamagedDataError(f"{folder / _STAGE_RECORD}: no file checksums (written by an older "
+                               f"matscale, or edited); {remedy}")
+    problem = manifest_problem(folder, manifest)
+    if problem is not None:
+        raise DamagedDataError(f"{problem}; {remedy}")
+
+
+def _finished_stages(cfg: RunConfig, out: Path) -> list[tuple[str, Path, int | None]]:
+    folders = [(s.name, stage_folder(out, s.name, None), None) for s in STAGES if not s.per_p]
     folders += [(s.name, stage_folder(out, s.name, p), p) for p in cfg.patch_sides
                 for s in STAGES if s.per_p]
-    for stage, folder, p in folders:
-        record = folder / _STAGE_RECORD
-        if stage in force or not record.is_file():
+    return [f for f in folders if (f[1] / _STAGE_RECORD).is_file()]
+
+
+def minimal_forces(stages: Iterable[str]) -> list[str]:
+    """The stages to name in ``--force-stage`` so that all of ``stages`` are recomputed (a forced
+    stage forces its dependents), in table order."""
+    stages = set(stages)
+    implied = set().union(*(dependents(s) for s in stages)) if stages else set()
+    return [s for s in STAGE_NAMES if s in stages and s not in implied]
+
+
+def _force_hint(stages: Iterable[str]) -> str:
+    return " ".join(f"--force-stage {s}" for s in minimal_forces(stages))
+
+
+def preflight(cfg: RunConfig, out: Path, force: frozenset[str],
+              verified: set[Path] | None = None) -> None:
+    """Before anything is written: refuse to mix a changed configuration into finished stages
+    (naming every stage that must be redone, in one line), and check the files of every finished
+    stage that will be trusted against their recorded checksums."""
+    changed: dict[str, str] = {}
+    for stage, folder, p in _finished_stages(cfg, out):
+        if stage in force:
             continue
-        old = json.loads(record.read_text(encoding="utf-8")).get("config")
+        old = read_json(folder / _STAGE_RECORD).get("config")
         new = stage_config(cfg, stage, p)
         if old != new:
-            raise ConfigError(
-                f"stage '{stage}' in {folder} was made with a different configuration "
-                f"(first difference: {first_difference(old, new)}); use --force-stage {stage} "
-                f"or another --out")
+            changed.setdefault(stage, first_difference(old, new))
+    if changed:
+        where = ", ".join(f"{s} ({key})" for s, key in changed.items())
+        raise ConfigError(f"the configuration differs from the one that made finished stages: {where}; "
+                          f"rerun with {_force_hint(changed)} or use another --out")
+    for stage, folder, _ in _finished_stages(cfg, out):
+        if stage in force:
+            continue
+        verify_stage(folder, stage)
+        if verified is not None:
+            verified.add(folder)
 
 
 def check_run_folder(cfg: RunConfig, out: Path, force: frozenset[str]) -> None:
     """Refuse to mix workflows or system kinds in one folder (stage records check the rest)."""
     stored = out / "config.json"
     if stored.is_file() and not force:
-        old = json.loads(stored.read_text(encoding="utf-8"))
+        old = read_json(stored)
         new = cfg.to_dict()
         old_workflow = {"spin": "pipeline"}.get(old.get("workflow"), old.get("workflow"))
         if old_workflow != new.get("workflow"):
@@ -318,13 +369,14 @@ def _run_locked(cfg: RunConfig, out: Path, force: frozenset[str], stop_after: st
     from matscale.systems.registry import build_system
 
     check_run_folder(cfg, out, force)
+    verified: set[Path] = set()
     if cfg.workflow == "pipeline":
-        preflight(cfg, out, force)
+        preflight(cfg, out, force, verified)
     write_config(cfg, out)
     if cfg.workflow == "fit":
         return run_fit_workflow(cfg, out, force=force, progress=progress)
     system = build_system(cfg.system)
-    runner = StageRunner(out, force, stop_after, progress, cfg)
+    runner = StageRunner(out, force, stop_after, progress, cfg, verified=verified)
     try:
         ref_id = None
         for p in cfg.patch_sides:
