@@ -12,7 +12,7 @@ import sys
 from typing import Sequence
 
 from matscale import __version__
-from matscale.config import ConfigError, load_config, quick_config
+from matscale.config import ConfigError, check_resources, load_config, quick_config
 from matscale.pipeline import STAGE_NAMES
 
 EXIT_USAGE = 2
@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stop-after", metavar="STAGE", choices=list(STAGE_NAMES),
                      help="stop once STAGE is finished")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--yes", action="store_true",
+                     help="run even when the estimated memory or disk use exceeds this machine's")
     val = sub.add_parser("validate", help="check configuration files and print a summary of each")
     val.add_argument("config", nargs="+", help="TOML configuration(s)")
     val.add_argument("--quick", action="store_true", help="check the files' [quick] presets")
@@ -64,12 +66,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             cfg = load_config(path, quick=args.quick)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+        try:
+            est = check_resources(cfg)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
         if cfg.workflow == "fit":
             print(f"OK {path}: workflow=fit, pairs={cfg.fit.pairs}, loss={cfg.fit.loss}, lam={cfg.fit.lam}")
         else:
             ks = ", ".join(f"p={p} (K={cfg.n_patches(p)})" for p in cfg.patch_sides)
             print(f"OK {path}: {cfg.system.describe()}; {ks}; closure dim={cfg.closure.dim}; "
-                  f"train.method={cfg.train.method}")
+                  f"train.method={cfg.train.method}; {est.describe()}")
     return 0
 
 
@@ -83,7 +89,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, quick=args.quick)
     summary = run_pipeline(cfg, args.out, force_stages=args.force_stage,
-                           stop_after=args.stop_after, progress=not args.quiet)
+                           stop_after=args.stop_after, progress=not args.quiet,
+                           check_size=not args.yes)
     if not args.quiet:
         if args.stop_after:
             print(f"stopped after stage '{args.stop_after}'; outputs in {args.out}")

@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -563,6 +565,75 @@ def load_config(path: str | Path, *, quick: bool = False) -> RunConfig:
             raise ConfigError(f"{path.name} has no [quick] table (a preset of smaller values for "
                               "--quick); run it without --quick") from None
         raise
+
+
+@dataclass(frozen=True)
+class ResourceEstimate:
+    """Rough upper estimates of what a pipeline run stores and holds in memory (bytes)."""
+
+    disk_bytes: int
+    memory_bytes: int
+    state_bytes: int  # one large-system state
+
+    def describe(self) -> str:
+        return (f"~{_human_bytes(self.disk_bytes)} on disk, ~{_human_bytes(self.memory_bytes)} of memory "
+                f"(one large state {_human_bytes(self.state_bytes)})")
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def resource_estimate(cfg: RunConfig) -> ResourceEstimate:
+    """Disk and memory a pipeline run needs, from the sizes in ``cfg`` alone.
+
+    The big items are large-system states (``[system] cell_bytes`` bytes per grid cell, 8 when a
+    registered kind does not say): the upsampled states of every patch side and training
+    parameter (held in memory twice while they are made), and the initial and final states of
+    the reference runs. Trajectories of observables are small next to them.
+    """
+    if cfg.workflow != "pipeline":
+        return ResourceEstimate(0, 0, 0)
+    s = cfg.system
+    state = int(s.size) ** int(s.grid_dim) * int(getattr(s, "cell_bytes", 8))
+    n_points = max(1, len(s.parameter_points))
+    upsampled = (cfg.upsampling.n_configs + cfg.upsampling.n_random) * n_points
+    reference = 2 * cfg.reference.n_runs * len(cfg.reference.conditions)
+    disk = state * (upsampled * len(cfg.patch_sides) + reference)
+    memory = state * max(2 * upsampled, reference)
+    return ResourceEstimate(disk, memory, state)
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
+def check_resources(cfg: RunConfig, out: str | Path | None = None) -> ResourceEstimate:
+    """Refuse (one-line :class:`ConfigError`) a run whose estimated memory exceeds this machine's
+    physical memory, or whose estimated disk use exceeds the free space at ``out``; the CLI's
+    ``--yes`` skips this check."""
+    est = resource_estimate(cfg)
+    memory = _physical_memory()
+    advice = "reduce system size, upsampling.n_configs/n_random or reference.n_runs, or pass --yes"
+    if memory is not None and est.memory_bytes > memory:
+        raise ConfigError(f"this run needs {est.describe()}, more than this machine's "
+                          f"{_human_bytes(memory)} of memory; {advice}")
+    if out is not None:
+        target = Path(out)
+        while not target.exists():
+            target = target.parent
+        free = shutil.disk_usage(target).free
+        if est.disk_bytes > free:
+            raise ConfigError(f"this run needs {est.describe()}, more than the {_human_bytes(free)} "
+                              f"free at {out}; {advice}")
+    return est
 
 
 def quick_config() -> RunConfig:

@@ -75,3 +75,20 @@ def test_fit_workflow_with_missing_pairs_file(tmp_path, capsys):
     cfg = tmp_path / "fit.toml"
     cfg.write_text('workflow = "fit"\n[fit]\npairs = "nothing.npz"\n')
     _one_line_error(capsys, ["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"], "fit.pairs")
+
+
+def test_absurd_size_is_refused_before_anything_is_written(tmp_path, capsys):
+    """L = 2**20 needs a terabyte per stage: validate and run refuse it, naming the estimate and
+    the remedy, and run writes nothing; the estimate of a shipped config is in validate's line."""
+    huge = tmp_path / "huge.toml"
+    huge.write_text('[system]\nkind = "ising"\nL = 1048576\nT = 2.5\n[small]\np = 16\n')
+    _one_line_error(capsys, ["validate", str(huge)], "more than this machine's")
+    out = tmp_path / "out"
+    _one_line_error(capsys, ["run", str(huge), "--out", str(out)], "--yes")
+    assert not out.exists()
+    from matscale.config import load_config, resource_estimate
+
+    est = resource_estimate(load_config(huge))
+    assert est.state_bytes == 1048576 ** 2  # one int8 spin per site
+    assert main(["validate", str(REPO / "inputs" / "ising.toml")]) == 0
+    assert "on disk" in capsys.readouterr().out

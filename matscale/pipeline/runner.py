@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from matscale import __version__
-from matscale.config import ConfigError, RunConfig, write_config
+from matscale.config import ConfigError, RunConfig, check_resources, write_config
 from matscale.io import (STAGE_RECORD, DamagedDataError, folder_manifest, json_dump, manifest_problem,
                          read_json)
 
@@ -342,11 +342,14 @@ class RunLock:
 
 
 def run_pipeline(cfg: RunConfig, out: str | Path, *, force_stages: Iterable[str] = (),
-                 stop_after: str | None = None, progress: bool = False) -> dict[str, Any]:
+                 stop_after: str | None = None, progress: bool = False,
+                 check_size: bool = True) -> dict[str, Any]:
     """Run (or resume) the whole workflow of ``cfg`` into ``out``; returns the summary metrics.
 
     ``force_stages``: stage names to recompute even when their outputs exist (their dependents
     are recomputed too). ``stop_after``: stop once that stage is done (for staged runs/tests).
+    ``check_size``: refuse, before anything is written, a run whose estimated memory or disk use
+    exceeds this machine's (:func:`matscale.config.check_resources`).
     """
     out = Path(out)
     force = frozenset(force_stages)
@@ -356,6 +359,8 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, force_stages: Iterable[str]
     if stop_after is not None and stop_after not in STAGE_NAMES:
         raise ConfigError(f"--stop-after {stop_after!r} is not a stage (allowed: {', '.join(STAGE_NAMES)})")
     force = with_dependents(force)
+    if check_size:
+        check_resources(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
         return _run_locked(cfg, out, force, stop_after, progress)

@@ -42,6 +42,7 @@ class SpinSystemConfig:
     J: float = 1.0
 
     grid_dim = 2
+    cell_bytes = 1  # one int8 spin per grid cell
 
     @property
     def supports_closure(self) -> bool:
@@ -155,6 +156,7 @@ class AlloySystemConfig:
     kra_e0: tuple[float, ...] = (0.9, 1.2, 1.1)
 
     grid_dim = 3
+    cell_bytes = 2  # two int8 species codes per cubic BCC cell
     training_fields = ("temperatures",)  # choose training data only (not the reference runs)
     supports_closure = True   # closure.dim > 0 is allowed (a 3-D CNN over the species codes)
     default_closure = False   # ... but off unless [closure] sets dim
