@@ -15,7 +15,8 @@ class MacroModel:
 
     ``encode(states [N, *state]) -> z [N, d]`` (the system's observables first, then the
     normalised closure variables), ``sample(z0, n_steps, dt, n_paths=..., seed=..., <parameter>=...)``
-    (times in the system's time unit; a conditioned system takes its parameter, e.g.
+    or ``sample(z0, ts=times, ...)`` (times in the system's time unit, substepped internally to at
+    most twice the shortest training δt; a conditioned system takes its parameter, e.g.
     ``temperature_K=900.0``; see :meth:`matscale.sde.FittedSDE.sample` for shapes),
     ``observable_names``, ``sde``, ``config``, ``system`` (the large system), ``closure`` (None
     without closure), ``p``, ``method`` and ``folder`` (the ``p{p}`` run folder it came from).
@@ -28,6 +29,7 @@ class MacroModel:
 
         self.sde, self.config, self.closure, self.p, self.method = sde, config, closure, p, method
         self.folder = folder
+        _record_training_dt(sde, None if folder is None else folder / "fit" / method / "model.json")
         self.system = system if system is not None else build_system(config.system)
         d_closure = closure.arch.d_closure if closure is not None else 0
         self.observable_names: tuple[str, ...] = observable_names(self.system, d_closure)
@@ -54,11 +56,19 @@ class MacroModel:
         """Sites of the large system the SDE was learned for (K patches of the small box)."""
         return int(self.system.size ** self.system.grid_dim * math.prod(self.system.cell_shape))
 
-    def sample(self, z0: np.ndarray, n_steps: int, dt: float, n_paths: int = 1,
+    def sample(self, z0: np.ndarray, n_steps: int | None = None, dt: float | None = None, n_paths: int = 1,
                seed: int | None = None, method: str = "em", parameter: Any = None,
-               n_sites: int | None = None, **named: Any) -> np.ndarray:
-        """Paths of the SDE from ``z0``; ``parameter`` (or the keyword named by
-        ``parameter_name``) is the conditioning value, a scalar or one per initial state.
+               n_sites: int | None = None, *, ts: Any = None, max_step: float | str | None = "auto",
+               nonfinite: str = "raise", **named: Any) -> np.ndarray:
+        """Paths of the SDE from ``z0`` on the grid ``ts`` (increasing times, z0 at ts[0]) or
+        ``dt * [0, ..., n_steps]``; ``parameter`` (or the keyword named by ``parameter_name``) is
+        the conditioning value, a scalar or one per initial state.
+
+        Each grid interval is crossed in equal substeps of at most ``max_step``: "auto" = twice
+        the shortest training δt (a coarse reporting grid such as one sweep is safe), a number,
+        or None for one step per interval. A NaN/inf state raises a one-line
+        ``matscale.sde.NonFiniteRolloutError`` naming the cause (``nonfinite="keep"`` returns
+        the paths instead).
 
         ``n_sites``: predict a system of another size n' (default: the trained one, n). The
         observables are means of patch shares whose increments are independent between distant
@@ -71,9 +81,9 @@ class MacroModel:
             if int(n_sites) < 1:
                 raise ValueError(f"n_sites must be a positive number of sites, got {n_sites}")
             scale = math.sqrt(self.n_sites / int(n_sites))
-        return np.asarray(self.sde.sample(np.asarray(z0, dtype=np.float64), n_steps, dt,
+        return np.asarray(self.sde.sample(np.asarray(z0, dtype=np.float64), n_steps, dt, ts=ts,
                                           n_paths=n_paths, seed=seed, method=method, params=params,
-                                          noise_scale=scale))
+                                          noise_scale=scale, max_step=max_step, nonfinite=nonfinite))
 
     def _params(self, parameter: Any, named: dict[str, Any]) -> Any:
         name = self.parameter_name
@@ -106,7 +116,8 @@ def predict_paths(model: MacroModel, initial_states: np.ndarray, n_steps: int, d
     k * dt; path j of condition c starts from state j mod R (so the first R paths start from
     distinct direct runs). ``params [C]``: the conditioning value per condition (conditioned
     models). Without the condition axis, ``[R, *state] -> [n_paths, n_steps + 1, d]``. The SDE
-    is integrated with step dt / substeps. Non-finite paths are kept (the caller filters them).
+    is integrated with step dt / substeps (further substepped when that is longer than the
+    model's safe step). Non-finite paths are kept (the caller filters and counts them).
     """
     states = np.asarray(initial_states)
     n_state_axes = model.system.grid_dim + len(model.system.cell_shape)
@@ -119,10 +130,26 @@ def predict_paths(model: MacroModel, initial_states: np.ndarray, n_steps: int, d
     per_state = math.ceil(n_paths / R)
     parameter = None if params is None else np.repeat(np.asarray(params, dtype=np.float64), R)
     raw = np.asarray(model.sample(z0, n_steps * substeps, dt / substeps, n_paths=per_state,
-                                  seed=seed, parameter=parameter))
+                                  seed=seed, parameter=parameter, nonfinite="keep"))
     raw = raw.reshape(C, R, per_state, n_steps * substeps + 1, -1)[:, :, :, ::substeps]
     paths = np.swapaxes(raw, 1, 2).reshape(C, per_state * R, n_steps + 1, -1)[:, :n_paths]
     return paths if batched else paths[0]
+
+
+def _record_training_dt(sde: Any, model_json: Path | None) -> None:
+    """Copy the shortest / median training δt of the fit stage's ``model.json`` into the SDE's
+    config when the SDE does not record them itself (they set its safe rollout step)."""
+    config = getattr(sde, "config", None)
+    if not isinstance(config, dict) or (config.get("min_dt") and config.get("median_dt")):
+        return
+    if model_json is None or not model_json.is_file():
+        return
+    import json
+
+    record = json.loads(model_json.read_text())
+    for key in ("min_dt", "median_dt"):
+        if not config.get(key) and record.get(key):
+            config[key] = float(record[key])
 
 
 def load(folder: str | Path, *, p: int | None = None, method: str | None = None) -> MacroModel:
@@ -155,6 +182,11 @@ def load(folder: str | Path, *, p: int | None = None, method: str | None = None)
     method = method or ("ours" if "ours" in trained else (trained[0] if trained else "ours"))
     if method not in trained:
         raise ValueError(f"method={method!r} was not trained in {pdir} (allowed: {', '.join(trained)})")
+    from matscale.pipeline.runner import verify_stage
+
+    for stage in ("fit", "closure"):  # damaged files are named with their remedy, never loaded
+        if (pdir / stage / "stage.json").is_file():
+            verify_stage(pdir / stage, stage)
     closure = None
     if (pdir / "closure" / "closure.json").is_file():
         from matscale.closure import ClosureModel

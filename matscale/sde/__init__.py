@@ -6,18 +6,21 @@ Public API::
     sde = fit_sde(z0, z1, dt, loss="em", diffusion="cholesky")
     sde.drift(z), sde.diffusion(z), sde.covariance(z)
     paths = sde.sample(z0[0], n_steps=100, dt=0.01, n_paths=64, seed=1)
+    paths = sde.sample(z0[0], ts=[0.0, 5.0, 10.0], n_paths=64, seed=1)   # substeps <= 2 x training dt
+    ys = torchsde.sdeint(sde.conditioned(params), y0, ts, method="euler", dt=sde.safe_step)
     sde.save("run/sde"); sde2 = load_sde("run/sde")
 """
 from __future__ import annotations
 
-from .fitted import FittedSDE, load_sde
-from .integrators import METHODS, euler_maruyama, integrate, milstein
+from .fitted import SAFE_STEP_FACTOR, ConditionedSDE, FittedSDE, NonFiniteRolloutError, load_sde
+from .integrators import METHODS, euler_maruyama, integrate, integrate_grid, milstein, substep_counts
 from .losses import LOSSES, em_nll, milstein_nll
 from .models import DIFFUSION_KINDS, SDEModel
 from .trainer import TrainingDivergedError, fit_sde
 
 __all__ = [
     "fit_sde", "FittedSDE", "load_sde", "TrainingDivergedError", "SDEModel",
+    "ConditionedSDE", "NonFiniteRolloutError", "SAFE_STEP_FACTOR",
     "LOSSES", "DIFFUSION_KINDS", "METHODS", "em_nll", "milstein_nll",
-    "integrate", "euler_maruyama", "milstein",
+    "integrate", "integrate_grid", "substep_counts", "euler_maruyama", "milstein",
 ]
