@@ -49,6 +49,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from matscale.io import read_json, reading
+
 _WEIGHTS = "closure.pt"
 _CONFIG = "closure.json"
 _SPIN_VALUES = (-1, 1)
@@ -333,13 +335,14 @@ class ClosureModel(nn.Module):
         """Rebuild a model saved by :meth:`save` (``torch.load(weights_only=True)``); closures
         saved without ``grid_dim``/``cell_shape``/``site_values`` are 2-D ±1 spin closures."""
         folder = Path(folder)
-        record = json.loads((folder / _CONFIG).read_text(encoding="utf-8"))
+        record = read_json(folder / _CONFIG)
         arch = dict(record["architecture"])
         for key in ("channels", "cell_shape", "site_values"):
             if key in arch:
                 arch[key] = tuple(arch[key])
         model = cls(ClosureArchitecture(**arch))
-        model.load_state_dict(torch.load(folder / _WEIGHTS, weights_only=True, map_location="cpu"))
+        with reading(folder / _WEIGHTS):  # damaged weights: one line naming the file
+            model.load_state_dict(torch.load(folder / _WEIGHTS, weights_only=True, map_location="cpu"))
         model.history = record.get("history", {"loss": []})
         model.eval()
         return model

@@ -128,3 +128,22 @@ def test_damaged_h5_read_names_file_and_remedy(tmp_path):
         pass
     with pytest.raises(FileNotFoundError, match="missing.h5"):
         read_h5(tmp_path / "missing.h5")
+
+
+def test_load_of_damaged_model_names_file_and_remedy(run_copy):
+    _truncate(run_copy / "p8" / "fit" / "ours" / "sde" / "model.pt")
+    with pytest.raises(DamagedDataError) as info:
+        matscale.load(run_copy)
+    message = str(info.value)
+    assert "model.pt" in message and "--force-stage fit" in message and "\n" not in message
+
+
+def test_truncated_torch_file_outside_a_run_is_one_line(run_copy, tmp_path):
+    from matscale.sde import load_sde
+
+    sde_dir = tmp_path / "sde"
+    shutil.copytree(run_copy / "p8" / "fit" / "ours" / "sde", sde_dir)
+    _truncate(sde_dir / "model.pt")
+    with pytest.raises(DamagedDataError) as info:
+        load_sde(sde_dir)
+    assert "model.pt" in str(info.value) and "\n" not in str(info.value)
