@@ -7,6 +7,7 @@ import pytest
 
 from matscale.systems import CurieWeiss, Ising2D
 from matscale.systems.base import MicroscopicSystem, patch_region
+from matscale.systems.spin import reference_evolve
 
 SYSTEMS = [Ising2D, CurieWeiss]
 
@@ -149,14 +150,45 @@ def test_whole_box_region_frozen_equals_periodic(cls):
 
 @pytest.mark.parametrize("cls", SYSTEMS)
 def test_ground_state_with_underflowing_rates_is_frozen(cls):
-    """At T = 0.001 every rate of the aligned state underflows to 0: no event can happen,
-    n_events gives an infinite elapsed time, duration gives the duration, nothing changes."""
+    """At T = 0.001 every rate of the aligned state underflows to 0: no event can happen.
+    n_events cannot be spent: a one-line RuntimeError naming the state and the remedy (as the
+    alloy kMC; it used to return an infinite elapsed time). duration gives the duration."""
     system = cls(8, 0.001, h=0.1)
     state = np.ones((8, 8), dtype=np.int8)
-    _, elapsed = system.evolve(state, n_events=5, rng=np.random.default_rng(0))
-    assert elapsed == np.inf and np.all(state == 1)
+    with pytest.raises(RuntimeError, match=r"no spin can flip \(configuration 0, m = \+1") as excinfo:
+        system.evolve(state, n_events=5, rng=np.random.default_rng(0))
+    _one_line_error(excinfo)
+    assert "T=0.001" in str(excinfo.value) and "use duration=" in str(excinfo.value)
+    assert np.all(state == 1)
     _, elapsed = system.evolve(state, duration=2.0, rng=np.random.default_rng(0))
     assert elapsed == 2.0 and np.all(state == 1)
+
+
+@pytest.mark.parametrize("cls", SYSTEMS)
+def test_huge_field_freezes_after_some_events_in_batched_and_reference_evolve(cls):
+    """h = 1000 at T = 1: down spins flip up at rate ~1, up spins never (rate exp(-2000) = 0).
+    A budget larger than the number of down spins runs dry: every front end raises, naming
+    the configuration; a budget the state can spend still works."""
+    system = cls(4, 1.0, h=1000.0)
+    states = np.ones((3, 4, 4), dtype=np.int8)
+    states[0, 0, 0] = -1   # configuration 0: window (0, 0) can make one flip, window (2, 2) none
+    states[1, 0, :2] = -1  # configuration 1: two spins can flip, then nothing
+    origins = np.tile([[0, 0], [2, 2]], (3, 1, 1))
+    with pytest.raises(RuntimeError, match=r"configuration 0, window 1, m = \+1\.0000") as excinfo:
+        system.evolve_windows(states.copy(), origins, (2, 2), n_events=1, seeds=[1, 2, 3])
+    _one_line_error(excinfo)
+    with pytest.raises(RuntimeError, match="configuration 0, m"):
+        system.evolve_batch(states.copy(), n_events=2, seeds=[1, 2, 3])
+    one = states[1].copy()
+    _, elapsed = system.evolve(one, n_events=2, rng=np.random.default_rng(0))
+    assert np.isfinite(elapsed) and np.all(one == 1)
+    with pytest.raises(RuntimeError, match="no spin can flip"):
+        system.evolve(one, n_events=1, rng=np.random.default_rng(0))
+    with pytest.raises(RuntimeError, match="no spin can flip"):
+        reference_evolve(system, states[1].copy(), n_events=3, seed=0)
+    with pytest.raises(RuntimeError, match="no spin can flip"):
+        reference_evolve(system, states[1].copy(), n_events=3, region=(0, 0, 2, 2), boundary="periodic", seed=0)
+    assert reference_evolve(system, states[1].copy(), duration=5.0, seed=0)[1] == 5.0
 
 
 def _one_line_error(excinfo):

@@ -98,6 +98,41 @@ def test_restart_reproduces_an_uninterrupted_run(tmp_path, suffix):
     assert loaded.acceptance_ratio == pytest.approx(straight.acceptance_ratio)
 
 
+class _OtherPairModel(ShellPairModel):
+    """Another energy model class (same interface)."""
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+def test_restart_with_other_physics_is_refused(tmp_path, suffix):
+    """A restart (or an appended container) must run the saved ensemble: another temperature,
+    neighbour shell or energy model is a one-line error naming the field, the saved and the
+    requested value, and leaves the lattice untouched (it used to overwrite the metadata and mix
+    observations of two ensembles in one container)."""
+    model = ShellPairModel({1: V1})
+    start = random_solid_solution({"Nb": 1 / 3, "Mo": 1 / 3, "Ta": 1 / 3}, 2, n_vacancies=1, rng=5)
+    first = SwapMCEnsemble(start.copy(), model, 800.0, rng=3, neighbor_shell=1)
+    first.run(200)
+    path = first.data_container.save(tmp_path / f"mc{suffix}")
+    cases = [(dict(temperature_K=900.0), "temperature_K", "800.0 saved, 900.0 requested"),
+             (dict(neighbor_shell=2), "neighbor_shell", "1 saved, 2 requested"),
+             (dict(neighbor_shell=None), "neighbor_shell", "1 saved, None requested"),
+             (dict(energy_model=_OtherPairModel({1: V1})), "energy_model",
+              "'ShellPairModel' saved, '_OtherPairModel' requested")]
+    for overrides, field, values in cases:
+        args = dict(energy_model=model, temperature_K=800.0, neighbor_shell=1) | overrides
+        lattice = start.copy()
+        for container in (path, first.data_container):
+            with pytest.raises(ValueError) as info:
+                SwapMCEnsemble(lattice, args["energy_model"], args["temperature_K"], rng=np.random.default_rng(),
+                               neighbor_shell=args["neighbor_shell"], data_container=container)
+            message = str(info.value)
+            assert message.startswith(f"data_container: {field} differs") and values in message
+            assert "\n" not in message
+            assert np.array_equal(lattice.species, start.species)  # nothing restored
+    resumed = SwapMCEnsemble(start.copy(), model, 800.0, rng=np.random.default_rng(), data_container=path)
+    assert resumed.n_trials == 200 and resumed.data_container.metadata["temperature_K"] == 800.0
+
+
 def test_bad_arguments():
     lattice = random_solid_solution({"Nb": 0.5, "Mo": 0.5}, 2, rng=0)
     model = ShellPairModel({1: V1})

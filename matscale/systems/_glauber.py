@@ -17,7 +17,9 @@ Two families live here:
   [0, R): the class is the first whose cumulative rate exceeds ``v``; the member index is the
   residual divided by the class rate (uniform given the class). With a ``duration`` the event
   that would cross the end time is not executed and the elapsed time is the duration, which is
-  exact because the exponential clock is memoryless.
+  exact because the exponential clock is memoryless. A window whose total rate is 0 (every
+  rate underflowed: frozen) stops with elapsed time ``t_end``; under an event budget that is
+  +inf, which the front ends in :mod:`matscale.systems.spin` turn into a one-line error.
 
 * **Straightforward O(N)-per-event reference** kernels (all rates, cumulative sum, search),
   written to be obviously correct; they are the statistical reference in the tests and the
@@ -282,7 +284,8 @@ def ising_evolve_windows(states, origins, height, width, nbr, rates, max_events,
 
     Windows of one configuration run sequentially in the given order, configurations in
     parallel; configuration b uses the random stream of ``seeds[b]``. Each window runs until
-    ``max_events`` events or time ``t_end`` (pass a huge value for the unused one).
+    ``max_events`` events or time ``t_end`` (pass a huge value for the unused one), or until
+    no spin can flip (elapsed = ``t_end``, +inf under an event budget).
     Returns elapsed float64 [B, W].
     """
     elapsed = np.empty((states.shape[0], origins.shape[1]), dtype=np.float64)

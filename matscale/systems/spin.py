@@ -86,6 +86,24 @@ def _check_budget(duration, n_events) -> tuple[np.int64, float]:
     return _NO_EVENT_LIMIT, duration
 
 
+def _check_not_frozen(system, elapsed: np.ndarray, n_events, states: np.ndarray) -> None:
+    """Under an event budget, a window whose total flip rate reached 0 (every rate underflowed:
+    a ground state at tiny T, or a field |h| that pins every spin) returns an infinite elapsed
+    time from the kernels. That is an error, as in the alloy kMC: the event budget cannot be
+    spent. With a duration a frozen state simply waits (elapsed = duration)."""
+    if n_events is None:
+        return
+    bad = np.argwhere(~np.isfinite(elapsed))
+    if bad.size == 0:
+        return
+    b, w = (int(i) for i in bad[0])
+    where = f"configuration {b}" + (f", window {w}" if elapsed.shape[1] > 1 else "")
+    m = float(np.asarray(states[b], dtype=np.float64).mean())
+    raise RuntimeError(f"{type(system).__name__} evolve: no spin can flip ({where}, m = {m:+.4f}; total flip rate "
+                       f"0 at T={system.T:g}, h={system.h:g}, J={system.J:g}) before n_events={int(n_events)} "
+                       f"were done; use duration= (a frozen state then waits) or a higher T / smaller |h|")
+
+
 def _check_boundary(boundary) -> bool:
     """Returns True for "periodic"."""
     if boundary not in BOUNDARIES:
@@ -301,7 +319,8 @@ class _GlauberSpinSystem:
         Exactly one of ``duration`` (Glauber time units) or ``n_events`` (number of flips).
         With ``duration`` the elapsed time equals the duration. ``region`` = (row0, col0,
         height, width) restricts the dynamics (see the module docstring for ``boundary``).
-        One uint64 stream seed is drawn from ``rng``.
+        One uint64 stream seed is drawn from ``rng``. Raises RuntimeError (one line) when
+        ``n_events`` cannot be spent because no spin can flip any more (every flip rate 0).
         """
         state = self._check_state(state)
         max_events, t_end = _check_budget(duration, n_events)
@@ -312,6 +331,7 @@ class _GlauberSpinSystem:
         origins = np.array([[[row0, col0]]], dtype=np.int64)
         elapsed = self._run_windows(state[None], origins, height, width, periodic,
                                     max_events, t_end, np.array([seed], dtype=np.uint64))
+        _check_not_frozen(self, elapsed, n_events, state[None])
         return state, float(elapsed[0, 0])
 
     def evolve_windows(self, states: np.ndarray, origins, size, *, n_events: int | None = None,
@@ -323,7 +343,9 @@ class _GlauberSpinSystem:
         (row0, col0) of W windows of shape ``size`` = (height, width) per configuration; they
         run sequentially in the given order, each for ``n_events`` events or ``duration``.
         Configurations run in parallel; configuration b uses the stream of ``seeds[b]``
-        (uint64), so results do not depend on the thread count.
+        (uint64), so results do not depend on the thread count. With ``n_events``, a window in
+        which no spin can flip any more raises RuntimeError (the states are evolved as far as
+        they got).
         """
         states = self._check_state(states, "states", batched=True)
         max_events, t_end = _check_budget(duration, n_events)
@@ -337,8 +359,10 @@ class _GlauberSpinSystem:
                              f"{origins.dtype} {origins.shape}")
         origins = np.ascontiguousarray(origins % self.L, dtype=np.int64)
         seeds = _check_seeds(seeds, n_conf)
-        return self._run_windows(states, origins, height, width, periodic, max_events, t_end,
-                                 seeds)
+        elapsed = self._run_windows(states, origins, height, width, periodic, max_events, t_end,
+                                    seeds)
+        _check_not_frozen(self, elapsed, n_events, states)
+        return elapsed
 
     def evolve_batch(self, states: np.ndarray, *, n_events: int | None = None,
                      duration: float | None = None, seeds) -> np.ndarray:
@@ -478,6 +502,7 @@ def reference_evolve(system: CurieWeiss | Ising2D, state: np.ndarray, *,
             t = _glauber.cw_reference(flat, active.ravel(), beta, J, h, max_events, t_end, seed)
             box = flat.reshape(box.shape)
         state[np.ix_(rows, cols)] = box
+        _check_not_frozen(system, np.array([[t]]), n_events, state[None])
         return state, float(t)
     active = np.zeros(state.shape, dtype=np.bool_)
     active[np.ix_(rows, cols)] = True
@@ -486,4 +511,5 @@ def reference_evolve(system: CurieWeiss | Ising2D, state: np.ndarray, *,
     else:
         t = _glauber.cw_reference(state.reshape(-1), active.ravel(), beta, J, h, max_events,
                                   t_end, seed)
+    _check_not_frozen(system, np.array([[t]]), n_events, state[None])
     return state, float(t)

@@ -11,6 +11,7 @@ fixed vacancy positions.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,10 @@ class SwapMCEnsemble:
     rng : numpy Generator or int seed.
     neighbor_shell : 1, 2 or 3 to swap shell-k neighbours only, None for any two atoms.
     data_container : a path to restart from (species, rng state, counters and observations are
-        restored) or an existing :class:`SwapMCDataContainer` to append to.
+        restored) or an existing :class:`SwapMCDataContainer` to append to. The container's
+        recorded temperature_K, neighbor_shell, energy_model and elements must equal this
+        ensemble's (a one-line ValueError names the first that differs), so the observations of
+        one container always come from one ensemble.
     """
 
     def __init__(self, lattice: BCCLattice, energy_model: Any, temperature_K: float, rng: np.random.Generator | int,
@@ -164,8 +168,10 @@ class SwapMCEnsemble:
         self.energy_change = 0.0
         if isinstance(data_container, SwapMCDataContainer):
             self.data_container = data_container
+            self._check_restart_metadata()
         elif data_container is not None:
             self.data_container = SwapMCDataContainer.load(data_container)
+            self._check_restart_metadata()
             self._restore()
         else:
             self.data_container = SwapMCDataContainer()
@@ -258,6 +264,23 @@ class SwapMCEnsemble:
             bit_generator=type(self.rng.bit_generator).__name__,
         )
         self.data_container.metadata["acceptance_ratio"] = self.acceptance_ratio
+
+    def _check_restart_metadata(self) -> None:
+        """Refuse a container written by an ensemble with other physics (fields it records)."""
+        saved = self.data_container.metadata
+        requested = {"temperature_K": self.temperature_K, "neighbor_shell": self.neighbor_shell,
+                     "energy_model": type(self.energy_model).__name__, "elements": list(self.lattice.elements)}
+        for key, value in requested.items():
+            if key not in saved:
+                continue
+            old = saved[key]
+            if key == "temperature_K":
+                same = isinstance(old, (int, float)) and math.isclose(float(old), value, rel_tol=1e-12)
+            else:
+                same = (list(old) if isinstance(old, (list, tuple)) else old) == value
+            if not same:
+                raise ValueError(f"data_container: {key} differs from the saved run ({old!r} saved, {value!r} "
+                                 f"requested); restart with the saved {key} or start a new container")
 
     def _restore(self) -> None:
         state = self.data_container.state
