@@ -59,6 +59,23 @@ def paper_test_error(pred: np.ndarray, true: np.ndarray) -> float:
     return float(np.mean(np.sum((mp - mt) ** 2, axis=(1, 2)) / denom))
 
 
+def paper_error_noise_floor(true: np.ndarray, n_pred: int, n_true: int | None = None) -> float:
+    """Expected :func:`paper_test_error` of a model that reproduces the direct law exactly.
+
+    With n_pred predicted and n_true direct paths the two mean curves differ only by sampling
+    noise of variance σ²(t, k)(1/n_pred + 1/n_true), so the metric's expectation is
+    Σ_{t,k} σ²(1/n_pred + 1/n_true) / Σ_{t,k} mean², averaged over conditions, with σ² and the
+    mean estimated from all direct paths ``true [C, n, n_t, d]``. A test error near this floor is
+    as good as these path counts can tell.
+    """
+    true = _paths(np.asarray(true, dtype=np.float64), "true", 4)
+    n_true = true.shape[1] if n_true is None else int(n_true)
+    var = true.var(axis=1, ddof=1)
+    mean = true.mean(axis=1)
+    per_condition = np.sum(var, axis=(1, 2)) * (1.0 / n_pred + 1.0 / n_true) / np.sum(mean ** 2, axis=(1, 2))
+    return float(np.mean(per_condition))
+
+
 def moment_errors(pred: np.ndarray, true: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
     """Relative L2 errors of the mean and std curves, per observable.
 
@@ -238,6 +255,8 @@ def compare_paths(pred: np.ndarray, true: np.ndarray, names: Sequence[str], *, p
         "test_error_paper_paths": n20,
         "test_error_paper": paper_test_error(pred[:, :n20], true[:, :n20]),
         "test_error_all": paper_test_error(pred, true),
+        "test_error_paper_floor": paper_error_noise_floor(true, n20, n20),
+        "test_error_all_floor": paper_error_noise_floor(true, pred.shape[1]),
         "per_condition_test_error_all": [paper_test_error(pred[c], true[c]) for c in range(len(pred))],
         "moments": moment_errors(pred, true, names),
         "stationary": {"direct": stationary_statistics(true, names),
@@ -262,6 +281,6 @@ def compare_paths(pred: np.ndarray, true: np.ndarray, names: Sequence[str], *, p
 
 
 __all__ = [
-    "paper_test_error", "moment_errors", "stationary_statistics", "mmd2_unbiased", "mmd2_with_ci",
+    "paper_test_error", "paper_error_noise_floor", "moment_errors", "stationary_statistics", "mmd2_unbiased", "mmd2_with_ci",
     "median_bandwidths", "standardize_pair", "compare_paths", "per_condition_moments",
 ]

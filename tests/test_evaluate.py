@@ -75,3 +75,30 @@ def test_compare_paths_structure():
     assert res["test_error_paper"] >= 0 and res["test_error_all"] >= 0
     assert set(res["moments"]) == {"m", "rho_dw"}
     assert len(res["mmd_final_time"]) == 2 and res["conditions"] == [0.0, 0.5]
+
+
+def test_noise_floor_is_the_expected_error_of_an_exact_model():
+    """Two independent samples of one law: the paper's error averages to the floor.
+
+    Paths are Gaussian with a time-dependent mean and std (3 conditions, 20 paths per side, 30
+    times, d = 2). The error of one repetition is a weighted sum of 180 squared Gaussians, so its
+    relative std is ~sqrt(2/180) ≈ 0.11 (fewer effective terms: the weights vary, ~0.15); the
+    mean of 300 repetitions then has a relative standard error ≈ 0.15 / sqrt(300) ≈ 0.009, and a
+    5 % tolerance is > 5 standard errors. The floor itself comes from a 2000-path sample (its own
+    relative error ~sqrt(2/2000) per term, well below 1 %)."""
+    from matscale.evaluate import paper_error_noise_floor, paper_test_error
+
+    rng = np.random.default_rng(11)
+    t = np.linspace(0.0, 3.0, 30)
+    mean = np.stack([np.stack([c + np.exp(-t), 0.5 + 0.1 * c * t], -1) for c in (0.5, 1.0, 2.0)])
+    std = np.stack([np.stack([0.3 + 0.1 * t, 0.2 * np.ones_like(t)], -1) for _ in range(3)])
+
+    def draw(n):
+        return mean[:, None] + std[:, None] * rng.normal(size=(3, n, 30, 2))
+
+    errors = [paper_test_error(draw(20), draw(20)) for _ in range(300)]
+    floor = paper_error_noise_floor(draw(2000), 20, 20)
+    assert np.mean(errors) == pytest.approx(floor, rel=0.05)
+    # a model whose mean is off by 3 standard errors of a 20-path mean scores well above it
+    biased = paper_test_error(draw(20) + 3 * std[:, None] / np.sqrt(20), draw(20))
+    assert biased > 3 * floor

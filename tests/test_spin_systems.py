@@ -256,3 +256,13 @@ def test_periodic_ising_window_needs_two_sites_per_axis():
     with pytest.raises(ValueError, match="periodic"):
         system.evolve(state, n_events=1, region=(0, 0, 1, 4), boundary="periodic",
                       rng=np.random.default_rng(0))
+
+
+def test_published_results_only_at_the_papers_setting():
+    from matscale.systems.spin import CurieWeiss, Ising2D
+
+    text = Ising2D(64, 2.5, h=0.1).published_results()
+    assert "7.98e-04" in text and "arXiv 2511.12842" in text
+    assert "4.38e-03" in CurieWeiss(64, 1.1, h=0.1).published_results()
+    assert Ising2D(32, 2.5, h=0.1).published_results() is None  # another size: no comparison
+    assert Ising2D(64, 2.4, h=0.1).published_results() is None
