@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -565,35 +565,58 @@ def compare_snapshots(upsampled: np.ndarray, direct: np.ndarray, *,
     return result
 
 
-def plot_upsampling_diagnostics(diag: Mapping[str, Any], path: str | os.PathLike) -> str:
-    """Histograms of every observable (and S(k) when present), upsampled vs direct."""
+def plot_upsampling_diagnostics(diag: Mapping[str, Any], path: str | os.PathLike, *,
+                                caption: str | None = None,
+                                units: Sequence[str] | None = None) -> str:
+    """Histograms of every observable (and S(k) when present), upsampled vs direct.
+
+    ``caption``: what the two samples are and what a good result looks like, printed under the
+    panels; ``units``: one unit per observable for the axis labels ("1" = dimensionless).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     obs = diag["observables"]
     sf = diag.get("structure_factor")
     n_panels = len(obs) + (1 if sf is not None else 0)
-    fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.4 * n_panels, 4.3 if caption else 3.6),
+                             squeeze=False)
     axes = axes[0]
-    for ax, (name, d) in zip(axes, obs.items()):
+    n_up, n_direct = diag["n_upsampled"], diag["n_direct"]
+    units = list(units) if units is not None else ["1"] * len(obs)
+    for ax, (name, d), unit in zip(axes, obs.items(), units):
         centres = 0.5 * (d["edges"][1:] + d["edges"][:-1])
         width = np.diff(d["edges"])
-        ax.bar(centres, d["hist_direct"], width=width, alpha=0.5, label="direct")
-        ax.step(centres, d["hist_upsampled"], where="mid", color="C3", label="upsampled")
-        ax.set_xlabel(name)
-        ax.set_ylabel("density")
-        ax.set_title(f"KS={d['ks_statistic']:.3f}, z={d['z_mean']:.1f}")
+        ax.bar(centres, d["hist_direct"], width=width, alpha=0.5, label=f"direct ({n_direct} states)")
+        ax.step(centres, d["hist_upsampled"], where="mid", color="C3", label=f"upsampled ({n_up} states)")
+        ax.set_xlabel(name if unit in ("1", "") else f"{name} ({unit})")
+        ax.set_ylabel("probability density" + ("" if unit in ("1", "") else f" (1/{unit})"))
+        ax.set_title(f"{name}: KS = {d['ks_statistic']:.3f}, z = {d['z_mean']:.1f}", fontsize=10)
         ax.legend(fontsize=8)
     if sf is not None:
-        axes[-1].loglog(sf["k"], sf["S_direct"], "o", ms=3, label="direct")
-        axes[-1].loglog(sf["k"], sf["S_upsampled"], "-", color="C3", label="upsampled")
-        axes[-1].set_xlabel("k (1/lattice spacing)")
-        axes[-1].set_ylabel("S(k)")
-        axes[-1].legend(fontsize=8)
-    fig.suptitle(f"upsampled ({diag['n_upsampled']}) vs direct ({diag['n_direct']}), side {diag['L']}")
-    fig.tight_layout()
+        ax = axes[-1]
+        ax.loglog(sf["k"], sf["S_direct"], "o", ms=3, label="direct")
+        ax.loglog(sf["k"], sf["S_upsampled"], "-", color="C3", label="upsampled")
+        for axis in (ax.xaxis, ax.yaxis):  # labels at 1, 2, 5 x 10^n only, plain numbers
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FormatStrFormatter("%g"))
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("wavenumber k (1/lattice spacing)")
+        ax.set_ylabel("structure factor S(k) (1)")
+        ax.set_title("S(k), radially averaged", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Upsampled vs direct large-system states, box side {diag['L']}")
+    if caption:
+        import textwrap
+
+        fig.text(0.01, 0.01, textwrap.fill(caption, width=int(62 * n_panels)), fontsize=8,
+                 va="bottom", ha="left")
+        fig.tight_layout(rect=(0, 0.12, 1, 1))
+    else:
+        fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -59,7 +59,7 @@ class MacroModel:
     def sample(self, z0: np.ndarray, n_steps: int | None = None, dt: float | None = None, n_paths: int = 1,
                seed: int | None = None, method: str = "em", parameter: Any = None,
                n_sites: int | None = None, *, ts: Any = None, max_step: float | str | None = "auto",
-               nonfinite: str = "raise", **named: Any) -> np.ndarray:
+               nonfinite: str = "raise", progress: str | None = None, **named: Any) -> np.ndarray:
         """Paths of the SDE from ``z0`` on the grid ``ts`` (increasing times, z0 at ts[0]) or
         ``dt * [0, ..., n_steps]``; ``parameter`` (or the keyword named by ``parameter_name``) is
         the conditioning value, a scalar or one per initial state.
@@ -83,7 +83,8 @@ class MacroModel:
             scale = math.sqrt(self.n_sites / int(n_sites))
         return np.asarray(self.sde.sample(np.asarray(z0, dtype=np.float64), n_steps, dt, ts=ts,
                                           n_paths=n_paths, seed=seed, method=method, params=params,
-                                          noise_scale=scale, max_step=max_step, nonfinite=nonfinite))
+                                          noise_scale=scale, max_step=max_step, nonfinite=nonfinite,
+                                          progress=progress))
 
     def _params(self, parameter: Any, named: dict[str, Any]) -> Any:
         name = self.parameter_name
@@ -109,8 +110,8 @@ class MacroModel:
 
 def predict_paths(model: MacroModel, initial_states: np.ndarray, n_steps: int, dt: float,
                   n_paths: int, *, substeps: int = 1, seed: int = 0,
-                  params: np.ndarray | None = None) -> np.ndarray:
-    """Predicted macro paths from encoded initial states.
+                  params: np.ndarray | None = None, progress: str | None = None) -> np.ndarray:
+    """Predicted macro paths from encoded initial states (``progress``: a bar's description).
 
     ``initial_states [C, R, *state]`` -> paths ``[C, n_paths, n_steps + 1, d]`` on the grid
     k * dt; path j of condition c starts from state j mod R (so the first R paths start from
@@ -130,7 +131,8 @@ def predict_paths(model: MacroModel, initial_states: np.ndarray, n_steps: int, d
     per_state = math.ceil(n_paths / R)
     parameter = None if params is None else np.repeat(np.asarray(params, dtype=np.float64), R)
     raw = np.asarray(model.sample(z0, n_steps * substeps, dt / substeps, n_paths=per_state,
-                                  seed=seed, parameter=parameter, nonfinite="keep"))
+                                  seed=seed, parameter=parameter, nonfinite="keep",
+                                  progress=progress))
     raw = raw.reshape(C, R, per_state, n_steps * substeps + 1, -1)[:, :, :, ::substeps]
     paths = np.swapaxes(raw, 1, 2).reshape(C, per_state * R, n_steps + 1, -1)[:, :n_paths]
     return paths if batched else paths[0]

@@ -260,7 +260,8 @@ class FittedSDE:
     def sample(self, z0: Any, n_steps: int | None = None, dt: float | None = None, *, ts: Any = None,
                n_paths: int = 1, params: Any = None, seed: int | torch.Generator | None = None,
                method: str = "em", device: str | torch.device | None = None, noise_scale: float = 1.0,
-               max_step: float | str | None = "auto", nonfinite: str = "raise") -> Any:
+               max_step: float | str | None = "auto", nonfinite: str = "raise",
+               progress: str | None = None) -> Any:
         """Roll out ``n_paths`` paths per initial state and return them on a time grid.
 
         The grid is either ``ts`` (increasing 1-D times [t]; z0 is the state at ts[0]) or
@@ -278,6 +279,7 @@ class FittedSDE:
         ``NonFiniteRolloutError`` naming the cause (a step too long for the training δt, or the
         state leaving the training support, with the time and the state range); "keep" returns
         the paths as they are (for callers that count diverged paths).
+        ``progress``: a description to show a progress bar over the grid (None: quiet).
         """
         if not (isinstance(noise_scale, (int, float)) and np.isfinite(noise_scale) and noise_scale >= 0):
             raise ValueError(f"noise_scale: must be a finite number >= 0, got {noise_scale!r}")
@@ -318,7 +320,7 @@ class FittedSDE:
             paths, counts, first_bad = integrate_grid(
                 lambda z: self._drift_t(z, p_flat), lambda z: self._sigma_t(z, p_flat, diagonal_ok=True) * scale,
                 z_flat, intervals, gen, method, max_step=step_bound, coefficients_fn=coefficients,
-                stop_on_nonfinite=nonfinite == "raise")
+                stop_on_nonfinite=nonfinite == "raise", progress=progress)
         finally:
             if dev != model_device:
                 self.model.to(model_device)

@@ -121,7 +121,8 @@ def substep_counts(intervals: Sequence[float] | np.ndarray, max_step: float | No
 def integrate_grid(drift_fn: DriftFn, sigma_fn: SigmaFn, z0: torch.Tensor, intervals: Sequence[float] | np.ndarray,
                    generator: torch.Generator, method: str = "em", *, max_step: float | None = None,
                    coefficients_fn: CoefficientsFn | None = None,
-                   stop_on_nonfinite: bool = False) -> tuple[torch.Tensor, np.ndarray, int | None]:
+                   stop_on_nonfinite: bool = False,
+                   progress: str | None = None) -> tuple[torch.Tensor, np.ndarray, int | None]:
     """Roll out over consecutive grid intervals (lengths ``intervals`` [n], each > 0) and record
     the state at the n + 1 grid points.
 
@@ -130,6 +131,7 @@ def integrate_grid(drift_fn: DriftFn, sigma_fn: SigmaFn, z0: torch.Tensor, inter
     (same seed -> same paths). Returns ``(paths [B, n + 1, d], substeps [n], first_bad)``:
     ``first_bad`` is the first grid index holding a NaN/inf state (None when all are finite).
     With ``stop_on_nonfinite`` the rollout stops there and later grid points are NaN.
+    ``progress``: a description to show a progress bar over the grid intervals (None: quiet).
     """
     if method not in METHODS:
         raise ValueError(f"method: unknown {method!r}; allowed: {', '.join(METHODS)}")
@@ -140,7 +142,11 @@ def integrate_grid(drift_fn: DriftFn, sigma_fn: SigmaFn, z0: torch.Tensor, inter
     paths[:, 0] = z0
     z = z0
     first_bad = None if bool(torch.isfinite(z0).all()) else 0
-    for k, (length, n_sub) in enumerate(zip(lengths, counts)):
+    from matscale.io import progress as bar
+
+    steps = bar(enumerate(zip(lengths, counts)), total=len(lengths), desc=progress or "",
+                enabled=progress is not None, unit="step")
+    for k, (length, n_sub) in steps:
         if first_bad is not None and stop_on_nonfinite:
             break
         h = float(length) if n_sub == 1 else float(length) / int(n_sub)
