@@ -29,12 +29,38 @@ def _save(plt, fig, path: str | Path) -> Path:
     return path
 
 
+def _label_conditions(ax: Any, t: np.ndarray, means: np.ndarray, conditions: Sequence[float],
+                      label: str) -> None:
+    """Write each condition next to its direct mean curve ``means [C, n_t]`` at the end of the
+    time axis where the curves are most spread, nudged apart so that no two labels overlap."""
+    at_end = np.ptp(means[:, -1]) >= np.ptp(means[:, 0])
+    y = means[:, -1] if at_end else means[:, 0]
+    low, high = ax.get_ylim()
+    gap = 0.06 * (high - low)  # about one 7-pt text line on a 4-inch panel
+    order = np.argsort(y)
+    placed = np.array(y, dtype=np.float64)
+    for i, j in zip(order[:-1], order[1:]):
+        placed[j] = max(placed[j], placed[i] + gap)
+    span = float(t[-1] - t[0]) or 1.0
+    x_curve = t[-1] if at_end else t[0]
+    x_text = x_curve + (0.02 if at_end else -0.02) * span
+    if at_end:  # room for the labels inside the panel
+        ax.set_xlim(right=t[-1] + 0.2 * span)
+    else:
+        ax.set_xlim(left=t[0] - 0.2 * span)
+    for c, value in enumerate(conditions):
+        ax.annotate(f"{label}={value:g}", (x_curve, y[c]), xytext=(x_text, placed[c]), fontsize=7,
+                    ha="left" if at_end else "right", va="center",
+                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.4"})
+
+
 def plot_mean_std_curves(curves: Mapping[str, np.ndarray], conditions: Sequence[float],
                          path: str | Path, *, title: str = "", condition_label: str = "m0",
                          time_unit: str = "Glauber time") -> Path:
     """One panel per observable; per reference condition (e.g. initial magnetization or
     temperature) the direct mean ± std (band, black) and each method's predicted mean ± std
-    (coloured lines; the condition is written at the end of its direct curve).
+    (coloured lines; the condition is written next to its direct curve, at the start or the
+    end of the time axis, whichever separates the conditions more).
 
     ``curves``: ``times`` [n_t], ``names`` [d], ``true_mean``/``true_std`` [C, n_t, d] and
     ``{method}_mean``/``{method}_std`` for each method.
@@ -57,8 +83,7 @@ def plot_mean_std_curves(curves: Mapping[str, np.ndarray], conditions: Sequence[
                 ax.plot(t, pm + ps, color=color, ls=ls, lw=0.6, alpha=0.7,
                         label=f"{method} ± std" if c == 0 else None)
                 ax.plot(t, pm - ps, color=color, ls=ls, lw=0.6, alpha=0.7)
-            ax.annotate(f"{condition_label}={value:g}", (t[-1], mu[-1]), fontsize=7,
-                        xytext=(2, 0), textcoords="offset points", va="center")
+        _label_conditions(ax, t, curves["true_mean"][:, :, k], conditions, condition_label)
         ax.set_xlabel(f"time ({time_unit})")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
