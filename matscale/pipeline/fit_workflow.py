@@ -1,7 +1,6 @@
 """The "fit" workflow: fit one SDE to a file of pairs (z0, z1, dt[, params])."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +8,7 @@ import h5py
 import numpy as np
 
 from matscale.config import ConfigError, RunConfig
-from matscale.io import fingerprint, json_dump
+from matscale.io import fingerprint, json_dump, read_json, reading
 from matscale.pipeline.runner import StageRunner
 from matscale.pipeline.stages import FIT_THREADS
 
@@ -19,12 +18,13 @@ def load_pairs(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"fit.pairs: file not found: {path}")
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    else:
-        with h5py.File(path, "r") as f:
-            data = {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+    with reading(path, remedy="check the file named by fit.pairs (z0, z1, dt[, params] arrays)"):
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                data = {k: f[k] for k in f.files}
+        else:
+            with h5py.File(path, "r") as f:
+                data = {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
     missing = [k for k in ("z0", "z1", "dt") if k not in data]
     if missing:
         raise ConfigError(f"fit.pairs: {path.name} lacks array '{missing[0]}' (needs z0, z1, dt[, params])")
@@ -54,7 +54,7 @@ def run_fit_workflow(cfg: RunConfig, out: Path, *, force: frozenset[str] = froze
 
     runner = StageRunner(out, force, None, progress, cfg)
     runner.run("fit_pairs", out / "fit_pairs", record, {}, compute)
-    summary = json.loads((out / "fit_pairs" / "fit.json").read_text(encoding="utf-8"))
+    summary = read_json(out / "fit_pairs" / "fit.json")
     json_dump({"workflow": "fit", "n_pairs": summary["n_pairs"], "model": "fit_pairs/sde"},
               out / "metrics.json")
     return summary

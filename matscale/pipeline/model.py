@@ -146,9 +146,9 @@ def _record_training_dt(sde: Any, model_json: Path | None) -> None:
         return
     if model_json is None or not model_json.is_file():
         return
-    import json
+    from matscale.io import read_json
 
-    record = json.loads(model_json.read_text())
+    record = read_json(model_json)
     for key in ("min_dt", "median_dt"):
         if not config.get(key) and record.get(key):
             config[key] = float(record[key])

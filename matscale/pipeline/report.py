@@ -1,7 +1,6 @@
 """The run summary: ``OUT/metrics.json``, the summary plots and ``OUT/report.md``."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -9,7 +8,7 @@ from typing import Any
 
 from matscale import __version__
 from matscale.config import RunConfig
-from matscale.io import json_dump
+from matscale.io import json_dump, read_json
 from matscale.pipeline.stages import methods
 
 
@@ -20,7 +19,7 @@ def write_summary(cfg: RunConfig, system: Any, out: Path) -> dict[str, Any]:
     summary: dict[str, Any] = {"system": cfg.section("system"), "matscale_version": __version__,
                                "results": {}, "cost_s": {}}
     for p in cfg.patch_sides:
-        summary["results"][f"p{p}"] = json.loads((out / f"p{p}" / "evaluate" / "metrics.json").read_text())
+        summary["results"][f"p{p}"] = read_json(out / f"p{p}" / "evaluate" / "metrics.json")
         summary["cost_s"][f"p{p}"] = stage_seconds(out, p)
     plots_dir = out / "plots"
     plots_dir.mkdir(exist_ok=True)
@@ -102,7 +101,7 @@ def stage_seconds(out: Path, p: int) -> dict[str, float]:
     for stage, folder in [(s, out / f"p{p}" / s) for s in (*_DATA_STAGES, "fit")] + [("reference", out / "reference")]:
         record = folder / "stage.json"
         if record.is_file():
-            seconds[stage] = float(json.loads(record.read_text(encoding="utf-8")).get("seconds", 0.0))
+            seconds[stage] = float(read_json(record).get("seconds", 0.0))
     return seconds
 
 
@@ -173,7 +172,7 @@ def diagnostics_section(path: Path, names: tuple[str, ...], res: dict[str, Any])
     """Late upsampled states against the direct final states: means ± SEM and stds."""
     if not path.is_file():
         return []
-    diag = json.loads(path.read_text(encoding="utf-8"))
+    diag = read_json(path)
     if not diag:
         return []
     lines = ["", f"### p{res['p']}: upsampled against direct large-system states", "",

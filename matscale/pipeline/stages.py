@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from matscale.config import RunConfig
-from matscale.io import h5_meta, json_dump, read_h5, read_json, sample_keys, write_h5
+from matscale.io import h5_meta, json_dump, read_h5, read_json, reading, sample_keys, write_h5
 from matscale.pipeline.runner import StageRunner, StopPipeline, stage_config
 
 # The SDE networks are small (d <= 6 inputs, 64-wide layers): one torch thread is as fast as two
@@ -71,7 +71,7 @@ def _config_params(folder: Path) -> np.ndarray | None:
     """Parameter value of every upsampled state (None for systems without a parameter)."""
     import h5py
 
-    with h5py.File(folder / "configs.h5", "r") as f:
+    with reading(folder / "configs.h5"), h5py.File(folder / "configs.h5", "r") as f:
         return f["params"][()] if "params" in f else None
 
 
@@ -395,9 +395,7 @@ def _auto_substeps(model_json: Path, grid_dt: float) -> int:
     """Rollout substeps per grid interval: the integration step is at most twice the shortest
     training δt of the model (the SDE is identified on that time scale; with a δt per parameter
     value the shortest one belongs to the fastest dynamics)."""
-    import json
-
-    record = json.loads(model_json.read_text())
+    record = read_json(model_json)
     train_dt = record.get("min_dt") or record.get("median_dt") or grid_dt
     return max(1, math.ceil(grid_dt / (2.0 * train_dt) - 1e-9))
 
@@ -517,7 +515,8 @@ def plots(cfg: RunConfig, system: Any, p: int, p_dir: Path, ref_dir: Path, folde
     """Mean ± std of the observables vs time (predicted and direct) and upsampling diagnostics."""
     from matscale.plots import plot_mean_std_curves
 
-    curves = dict(np.load(p_dir / "evaluate" / "curves.npz"))
+    with reading(p_dir / "evaluate" / "curves.npz"):
+        curves = dict(np.load(p_dir / "evaluate" / "curves.npz"))
     ref = cfg.reference
     plot_mean_std_curves(curves, ref.condition_values, folder / "mean_std_vs_time.png",
                          title=f"{cfg.system.describe()}; small side {p}",
