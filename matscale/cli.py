@@ -51,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stop-after", metavar="STAGE", choices=list(STAGE_NAMES),
                      help="stop once STAGE is finished")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="run the simulation tasks of the data stages in N local processes")
+    where.add_argument("--dask-local", type=int, metavar="N",
+                       help="run them on a Dask LocalCluster of N single-threaded workers")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run them on an existing Dask cluster (e.g. tcp://host:8786); results "
+                            "are identical for any of these choices")
     run.add_argument("--yes", action="store_true",
                      help="run even when the estimated memory or disk use exceeds this machine's")
     val = sub.add_parser("validate", help="check configuration files and print a summary of each")
@@ -79,6 +87,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _executor_spec(args: argparse.Namespace) -> str | None:
+    """The :func:`matscale.parallel.open_executor` spec of the run's --workers / --dask-local /
+    --scheduler option (None: in this process)."""
+    for flag, count in (("--workers", args.workers), ("--dask-local", args.dask_local)):
+        if count is not None and count < 1:
+            _fail(f"run: {flag} must be >= 1, got {count}")
+    if args.workers:
+        return f"processes:{args.workers}"
+    if args.dask_local:
+        return f"dask-local:{args.dask_local}"
+    if args.scheduler:
+        return f"dask:{args.scheduler}"
+    return None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from matscale.pipeline import run_pipeline
 
@@ -90,7 +113,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, quick=args.quick)
     summary = run_pipeline(cfg, args.out, force_stages=args.force_stage,
                            stop_after=args.stop_after, progress=not args.quiet,
-                           check_size=not args.yes)
+                           check_size=not args.yes, executor=_executor_spec(args))
     if not args.quiet:
         if args.stop_after:
             print(f"stopped after stage '{args.stop_after}'; outputs in {args.out}")

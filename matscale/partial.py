@@ -51,6 +51,7 @@ import numpy as np
 from matscale import __version__, geometry
 from matscale.io import ChunkedWriter, Field, child_keys, fingerprint, sample_keys, uniform_index
 from matscale.io import progress as _progress_bar
+from matscale.parallel import ordered_map
 from matscale.upsampling import system_metadata
 
 DEFAULT_DURATION = 1.0  # system time units
@@ -136,17 +137,18 @@ def _draw_keys(keys: np.ndarray, n_draws: int) -> np.ndarray:
     return np.concatenate([first, extra], axis=1)
 
 
-def _evolve_chunk(system: Any, snapshots: np.ndarray, start: int, stop: int, *, p: int, K: int,
+def _evolve_chunk(system: Any, chunk: np.ndarray, start: int, stop: int, p: int, K: int,
                   seed: int, observables: Observables, n_events: int | None,
                   duration: float | None, boundary: str, store_patches: bool,
                   n_draws: int = 1) -> dict[str, np.ndarray]:
-    """Samples ``start:stop``: draw patches, evolve them with the exterior frozen, measure.
+    """Samples ``start:stop`` (their snapshots ``chunk``): draw patches, evolve them with the
+    exterior frozen, measure. One task of :func:`matscale.parallel.ordered_map`.
 
     Each of the ``n_draws`` draws evolves its own copy of the snapshot; ``delta`` and ``dt`` are
     the means over the draws.
     """
     B, R = stop - start, n_draws
-    states = np.repeat(np.asarray(snapshots[start:stop], dtype=system.state_dtype), R, axis=0)  # a fresh copy
+    states = np.repeat(np.asarray(chunk, dtype=system.state_dtype), R, axis=0)  # a fresh copy
     L, d = states.shape[1], system.grid_dim
     keys = sample_keys(seed, np.arange(start, stop), "partial-evolution")
     per_draw = _draw_keys(keys, R).reshape(B * R, 2)
@@ -201,7 +203,8 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
                       observable_names: Sequence[str] | None = None, store_patches: bool = True,
                       out: str | os.PathLike | None = None, group: str = "partial",
                       chunk_size: int = 2000, n_draws: int = 1, overwrite: bool = False,
-                      max_chunks: int | None = None, progress: bool = True) -> PartialEvolutionData:
+                      max_chunks: int | None = None, progress: bool = True,
+                      executor: Any = None) -> PartialEvolutionData:
     """Evolve one uniformly drawn patch of every snapshot and record the increments.
 
     Parameters
@@ -242,6 +245,9 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
         (time-sliced jobs; call again to continue).
     progress:
         Show a tqdm bar over chunks.
+    executor:
+        Where the chunks run (:mod:`matscale.parallel`: None = this process, a process pool or
+        Dask); the data are identical for any executor and chunk size.
     """
     snapshots = np.asarray(snapshots)
     if snapshots.dtype != np.dtype(system.state_dtype):
@@ -289,17 +295,20 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
         fields["patch_before"] = Field((*draw_axis, *patch_shape), dtype, "site value")
         fields["patch_after"] = Field((*draw_axis, *patch_shape), dtype, "site value")
 
-    def compute(start: int, stop: int) -> dict[str, np.ndarray]:
-        return _evolve_chunk(system, snapshots, start, stop, p=p, K=K, seed=int(seed),
-                             observables=observables, n_events=n_events, duration=duration,
-                             boundary=boundary, store_patches=store_patches, n_draws=R)
+    def computed(ranges: list[tuple[int, int]]):
+        """(start, stop, arrays) of every range, in order, run on ``executor``."""
+        tasks = ((system, snapshots[a:b], a, b, p, K, int(seed), observables, n_events, duration,
+                  boundary, store_patches, R) for a, b in ranges)
+        results = ordered_map(executor, _evolve_chunk, tasks)
+        bar = _progress_bar(zip(ranges, results), total=len(ranges), desc="partial evolution",
+                            enabled=progress)
+        return ((a, b, arrays) for (a, b), arrays in bar)
 
     if out is None:
         arrays = {name: np.empty((n, *f.shape), dtype=f.dtype) for name, f in fields.items()}
-        starts = range(0, n, int(chunk_size))
-        for start in _progress_bar(starts, total=len(starts), desc="partial evolution", enabled=progress):
-            stop = min(start + int(chunk_size), n)
-            for name, values in compute(start, stop).items():
+        ranges = [(a, min(a + int(chunk_size), n)) for a in range(0, n, int(chunk_size))]
+        for start, stop, chunk in computed(ranges):
+            for name, values in chunk.items():
                 arrays[name][start:stop] = values
         return PartialEvolutionData(**arrays, attrs=attrs)
 
@@ -308,9 +317,8 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
         pending = list(writer.pending_chunks())
         if max_chunks is not None:
             pending = pending[: int(max_chunks)]
-        for start, stop in _progress_bar(pending, total=len(pending), desc="partial evolution",
-                                         enabled=progress):
-            writer.write_chunk(start, stop, **compute(start, stop))
+        for start, stop, chunk in computed(pending):
+            writer.write_chunk(start, stop, **chunk)
         arrays = writer.read()
         stored_attrs = {**attrs, "n_complete": writer.n_complete}
     return PartialEvolutionData(**arrays, attrs=stored_attrs)

@@ -147,6 +147,7 @@ class StageRunner:
     cfg: RunConfig | None = None  # written into every stage folder when given
     executed: list[str] = field(default_factory=list)
     verified: set[Path] = field(default_factory=set)  # finished stage folders whose files were checked
+    executor: Any = None  # where the data stages' tasks run (matscale.parallel); None = here
 
     def log(self, label: str, action: str, seconds: float = 0.0) -> None:
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {label} {action} {seconds:.2f}s\n"
@@ -343,13 +344,16 @@ class RunLock:
 
 def run_pipeline(cfg: RunConfig, out: str | Path, *, force_stages: Iterable[str] = (),
                  stop_after: str | None = None, progress: bool = False,
-                 check_size: bool = True) -> dict[str, Any]:
+                 check_size: bool = True, executor: str | None = None) -> dict[str, Any]:
     """Run (or resume) the whole workflow of ``cfg`` into ``out``; returns the summary metrics.
 
     ``force_stages``: stage names to recompute even when their outputs exist (their dependents
     are recomputed too). ``stop_after``: stop once that stage is done (for staged runs/tests).
     ``check_size``: refuse, before anything is written, a run whose estimated memory or disk use
     exceeds this machine's (:func:`matscale.config.check_resources`).
+    ``executor``: where the tasks of the data-generation stages run — None/"inline" (this
+    process), "processes:N", "dask-local:N" or "dask:ADDRESS" (:mod:`matscale.parallel`). The
+    results are identical for every choice, so it is not part of the configuration.
     """
     out = Path(out)
     force = frozenset(force_stages)
@@ -363,13 +367,14 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, force_stages: Iterable[str]
         check_resources(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
-        return _run_locked(cfg, out, force, stop_after, progress)
+        return _run_locked(cfg, out, force, stop_after, progress, executor)
 
 
 def _run_locked(cfg: RunConfig, out: Path, force: frozenset[str], stop_after: str | None,
-                progress: bool) -> dict[str, Any]:
+                progress: bool, executor_spec: str | None = None) -> dict[str, Any]:
     from matscale.pipeline.fit_workflow import run_fit_workflow
     from matscale.pipeline.report import write_summary
+    from matscale.parallel import open_executor
     from matscale.pipeline.stages import run_patch_side
     from matscale.systems.registry import build_system
 
@@ -381,13 +386,14 @@ def _run_locked(cfg: RunConfig, out: Path, force: frozenset[str], stop_after: st
     if cfg.workflow == "fit":
         return run_fit_workflow(cfg, out, force=force, progress=progress)
     system = build_system(cfg.system)
-    runner = StageRunner(out, force, stop_after, progress, cfg, verified=verified)
-    try:
-        ref_id = None
-        for p in cfg.patch_sides:
-            ref_id = run_patch_side(cfg, system, p, runner, ref_id)
-    except StopPipeline:
-        return {}
+    with open_executor(executor_spec) as executor:
+        runner = StageRunner(out, force, stop_after, progress, cfg, verified=verified, executor=executor)
+        try:
+            ref_id = None
+            for p in cfg.patch_sides:
+                ref_id = run_patch_side(cfg, system, p, runner, ref_id)
+        except StopPipeline:
+            return {}
     summary = write_summary(cfg, system, out)
     runner.log("summary", "ran")
     return summary

@@ -78,11 +78,47 @@ def _config_params(folder: Path) -> np.ndarray | None:
 # ----------------------------------------------------------------------------------------------
 # small_sim
 # ----------------------------------------------------------------------------------------------
-def small_sim(cfg: RunConfig, system: Any, p: int, folder: Path, progress: bool) -> None:
-    """``n_runs`` independent small-box runs per training group from the system's random initial
-    states; snapshots every ``sweep_time``. snapshots [G, n_runs, n_sweeps + 1, *state]."""
-    from matscale.io import progress as bar
+def run_trajectories(system: Any, states: np.ndarray, replicas: np.ndarray, seed: int,
+                     key_tags: tuple[tuple, tuple], n_steps: int, duration: float,
+                     record: str) -> Any:
+    """One task of independent runs: evolve a copy of ``states [B, *state]`` for ``n_steps``
+    steps of ``duration``; step k of replica r draws from ``sample_keys(seed, r, *before, k,
+    *after)`` with ``key_tags = (before, after)``, so a run's path does not depend on which task
+    holds it. ``record="states"``: returns the states at every step [B, n_steps + 1, *state];
+    ``"observables"``: returns (observables [B, n_steps + 1, d], final states)."""
+    states = np.array(states, copy=True)
+    before, after = key_tags
+    if record == "states":
+        path = np.empty((len(states), n_steps + 1, *states.shape[1:]), dtype=states.dtype)
+        path[:, 0] = states
+    else:
+        path = np.empty((len(states), n_steps + 1, len(system.observable_names)))
+        path[:, 0] = system.observables(states)
+    for k in range(n_steps):
+        system.evolve_batch(states, duration=duration, seeds=sample_keys(seed, replicas, *before, k, *after))
+        path[:, k + 1] = states if record == "states" else system.observables(states)
+    return path if record == "states" else (path, states)
 
+
+def _map_runs(system: Any, states: np.ndarray, replicas: np.ndarray, seed: int,
+              key_tags: tuple[tuple, tuple], n_steps: int, duration: float, record: str,
+              executor: Any, desc: str, progress: bool) -> list[Any]:
+    """:func:`run_trajectories` over tasks of consecutive runs, results in run order."""
+    from matscale.io import progress as bar
+    from matscale.parallel import executor_workers, ordered_map, task_ranges
+
+    ranges = task_ranges(len(states), executor_workers(executor))
+    tasks = ((system, states[a:b], replicas[a:b], seed, key_tags, n_steps, duration, record)
+             for a, b in ranges)
+    return list(bar(ordered_map(executor, run_trajectories, tasks), total=len(ranges), desc=desc,
+                    enabled=progress, unit="task"))
+
+
+def small_sim(cfg: RunConfig, system: Any, p: int, folder: Path, progress: bool,
+              executor: Any = None) -> None:
+    """``n_runs`` independent small-box runs per training group from the system's random initial
+    states; snapshots every ``sweep_time``. snapshots [G, n_runs, n_sweeps + 1, *state].
+    Tasks of runs go to ``executor`` (:mod:`matscale.parallel`; identical results for any)."""
     sm = cfg.small
     small = system.resized(p)
     runs = np.arange(sm.n_runs)
@@ -91,12 +127,10 @@ def small_sim(cfg: RunConfig, system: Any, p: int, folder: Path, progress: bool)
     snaps = np.empty((len(groups), sm.n_runs, sm.n_sweeps + 1, *shape), dtype=small.state_dtype)
     for g, (tags, _, sys_g) in enumerate(groups):
         states = sys_g.random_states(sm.n_runs, np.random.default_rng([sm.seed, p, 0, *tags]))
-        snaps[g, :, 0] = states
         desc = f"small p={p}" + (f" {small.parameter_name}={groups[g][1]:g}" if tags else "")
-        for k in bar(range(sm.n_sweeps), total=sm.n_sweeps, desc=desc, enabled=progress):
-            sys_g.evolve_batch(states, duration=sm.sweep_time,
-                               seeds=sample_keys(sm.seed, runs, "small", p, k, *tags))
-            snaps[g, :, k + 1] = states
+        paths = _map_runs(sys_g, states, runs, sm.seed, (("small", p), tags), sm.n_sweeps,
+                          sm.sweep_time, "states", executor, desc, progress)
+        snaps[g] = np.concatenate(paths)
     times = sm.sweep_time * np.arange(sm.n_sweeps + 1, dtype=np.float64)
     arrays = {"snapshots": snaps, "times": times}
     if groups[0][1] is not None:
@@ -188,7 +222,8 @@ def _quench(system: Any, configs: np.ndarray, up: Any, p: int, tags: tuple[int, 
 # ----------------------------------------------------------------------------------------------
 # partial
 # ----------------------------------------------------------------------------------------------
-def partial(cfg: RunConfig, system: Any, p: int, up_dir: Path, folder: Path, progress: bool) -> None:
+def partial(cfg: RunConfig, system: Any, p: int, up_dir: Path, folder: Path, progress: bool,
+            executor: Any = None) -> None:
     """``pairs_per_config`` partial-evolution pairs per large state (exterior frozen by default),
     each a mean of ``n_draws`` patch evolutions; the naive baseline's pairs when it is trained."""
     pa = cfg.partial
@@ -199,7 +234,7 @@ def partial(cfg: RunConfig, system: Any, p: int, up_dir: Path, folder: Path, pro
     for tags, value, sys_g in parameter_groups(cfg, system):
         mine = slice(None) if value is None else config_params == value
         configs = np.repeat(all_configs[mine], pa.pairs_per_config, axis=0)  # pair i <- config i // R
-        arrays = _partial_group(cfg, sys_g, p, configs, tags, folder, keep_patches, progress)
+        arrays = _partial_group(cfg, sys_g, p, configs, tags, folder, keep_patches, progress, executor)
         if value is not None:
             arrays["params"] = np.full(len(configs), value)
         chunks.append(arrays)
@@ -215,7 +250,8 @@ def partial(cfg: RunConfig, system: Any, p: int, up_dir: Path, folder: Path, pro
 
 
 def _partial_group(cfg: RunConfig, system: Any, p: int, configs: np.ndarray, tags: tuple[int, ...],
-                   folder: Path, keep_patches: bool, progress: bool) -> dict[str, np.ndarray]:
+                   folder: Path, keep_patches: bool, progress: bool,
+                   executor: Any = None) -> dict[str, np.ndarray]:
     from matscale.partial import partial_evolution
 
     pa = cfg.partial
@@ -226,7 +262,8 @@ def _partial_group(cfg: RunConfig, system: Any, p: int, configs: np.ndarray, tag
         system, configs, p, n_events=pa.n_events or None,
         duration=None if pa.n_events else duration,
         boundary=pa.boundary, seed=seed, chunk_size=pa.chunk_size, n_draws=pa.n_draws,
-        store_patches=keep_patches, out=str(folder / f"partial_work{suffix}.h5"), progress=progress)
+        store_patches=keep_patches, out=str(folder / f"partial_work{suffix}.h5"), progress=progress,
+        executor=executor)
     arrays = {name: _field(result, name) for name in _PAIR_FIELDS
               if keep_patches or not name.startswith("patch_")}
     if "naive" in methods(cfg):
@@ -236,7 +273,7 @@ def _partial_group(cfg: RunConfig, system: Any, p: int, configs: np.ndarray, tag
             system, configs, p, n_events=pa.naive_n_events or p ** system.grid_dim,
             boundary=pa.boundary, seed=seed + 7919, chunk_size=pa.chunk_size,
             store_patches=keep_patches, out=str(folder / f"partial_work_naive{suffix}.h5"),
-            progress=progress)
+            progress=progress, executor=executor)
         arrays["z1_naive"] = _field(naive, "z1_naive")
         arrays["dt_naive"] = np.asarray(_field(naive, "dt"), dtype=np.float64)
         if keep_patches:
@@ -353,10 +390,9 @@ def fit(cfg: RunConfig, system: Any, p: int, encode_dir: Path, folder: Path, pro
 # ----------------------------------------------------------------------------------------------
 # reference
 # ----------------------------------------------------------------------------------------------
-def reference(cfg: RunConfig, system: Any, folder: Path, progress: bool) -> None:
-    """Direct large-system runs per reference condition, recorded on a common time grid."""
-    from matscale.io import progress as bar
-
+def reference(cfg: RunConfig, system: Any, folder: Path, progress: bool, executor: Any = None) -> None:
+    """Direct large-system runs per reference condition, recorded on a common time grid (tasks
+    of runs go to ``executor``; identical results for any)."""
     ref = cfg.reference
     n_t = int(round(ref.duration / ref.grid_dt))
     rng = np.random.default_rng([ref.seed, 3])
@@ -369,13 +405,11 @@ def reference(cfg: RunConfig, system: Any, folder: Path, progress: bool) -> None
     d = len(system.observable_names)
     obs = np.empty((C, R, n_t + 1, d))
     for c in range(C):
-        obs[c, :, 0] = systems[c].observables(states[c])
-    for k in bar(range(n_t), total=n_t, desc="reference", enabled=progress):
-        for c in range(C):
-            replicas = np.arange(c * R, (c + 1) * R)
-            systems[c].evolve_batch(states[c], duration=ref.grid_dt,
-                                    seeds=sample_keys(ref.seed, replicas, "reference", k))
-            obs[c, :, k + 1] = systems[c].observables(states[c])
+        replicas = np.arange(c * R, (c + 1) * R)
+        done = _map_runs(systems[c], states[c], replicas, ref.seed, (("reference",), ()), n_t,
+                         ref.grid_dt, "observables", executor, f"reference {c + 1}/{C}", progress)
+        obs[c] = np.concatenate([o for o, _ in done])
+        states[c] = np.concatenate([f for _, f in done])
     params = [np.nan if param is None else param for param, _ in conditions]
     write_h5(folder / "reference.h5",
              {"observables": obs, "times": ref.grid_dt * np.arange(n_t + 1),
@@ -598,11 +632,11 @@ def run_patch_side(cfg: RunConfig, system: Any, p: int, runner: StageRunner, ref
         return runner.run(name, pdir / name, stage_config(cfg, name, p), inputs, compute)
 
     ids: dict[str, str] = {}
-    ids["small_sim"] = stage("small_sim", {}, lambda f: small_sim(cfg, system, p, f, prog))
+    ids["small_sim"] = stage("small_sim", {}, lambda f: small_sim(cfg, system, p, f, prog, runner.executor))
     ids["upsample"] = stage("upsample", {"small_sim": ids["small_sim"]},
                             lambda f: upsample(cfg, system, p, pdir / "small_sim", f, prog))
     ids["partial"] = stage("partial", {"upsample": ids["upsample"]},
-                           lambda f: partial(cfg, system, p, pdir / "upsample", f, prog))
+                           lambda f: partial(cfg, system, p, pdir / "upsample", f, prog, runner.executor))
     closure_dir = None
     enc_inputs = {"partial": ids["partial"], "upsample": ids["upsample"]}
     if cfg.closure.dim > 0:
@@ -619,7 +653,7 @@ def run_patch_side(cfg: RunConfig, system: Any, p: int, runner: StageRunner, ref
                        lambda f: fit(cfg, system, p, pdir / "encode", f, prog))
     if ref_id is None:
         ref_id = runner.run("reference", out / "reference", stage_config(cfg, "reference", None), {},
-                            lambda f: reference(cfg, system, f, prog))
+                            lambda f: reference(cfg, system, f, prog, runner.executor))
     ids["evaluate"] = stage("evaluate", {"fit": ids["fit"], "reference": ref_id},
                             lambda f: evaluate(cfg, system, p, pdir, out / "reference", f, prog))
     stage("plots", {"evaluate": ids["evaluate"]},

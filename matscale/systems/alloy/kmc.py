@@ -298,6 +298,13 @@ class VacancyKMC:
         self._cache: _RateCache | None = None
         self._spheres: dict[tuple[float, float], np.ndarray] = {}
 
+    def forget_rates(self) -> None:
+        """Drop the rates kept from the previous call. The next call then builds its sum tree
+        from scratch, so its hops depend only on the lattice and the random stream, not on the
+        calls before it (a kept tree, updated hop by hop, holds the same rates but may round
+        differently, which changes which hop a random number selects)."""
+        self._cache = None
+
     @property
     def beta(self) -> float:
         """1 / (k_B T) in 1/eV."""

@@ -596,6 +596,7 @@ class AlloySystem:
         for b in range(batch.shape[0]):
             lattice.species[:] = batch[b].reshape(-1)
             rng = np.random.default_rng(int(seeds[b]))
+            self._kmc.forget_rates()  # a state's path depends on (state, seed) only, not on the batch
             elapsed[b] = self._run(lattice, duration, n_events, rng, None)
             batch[b] = lattice.species.reshape(self.state_shape)
         return elapsed
@@ -625,6 +626,7 @@ class AlloySystem:
         for b in range(batch.shape[0]):
             lattice.species[:] = batch[b].reshape(-1)
             rng = np.random.default_rng(int(seeds[b]))
+            self._kmc.forget_rates()
             for w in range(origins.shape[1]):
                 mobile = self._vacancies_in_window(lattice.species, origins[b, w], extent)
                 if mobile.size == 0:
