@@ -11,11 +11,14 @@ numba compile time (first call) is reported separately and kept out of the timin
 
     python benchmarks/bench_kra_lammps.py                # 1024 and 8192 atoms
     python benchmarks/bench_kra_lammps.py --cells 8 --repeats 5
+
+``measure()`` returns the same numbers as rows; without LAMMPS its LAMMPS rows are skipped.
 """
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +26,11 @@ from matscale.calculators.lammps import LammpsEngine
 from matscale.calculators.lattice_eam import LatticeEAM
 from matscale.systems.alloy.kra import KRABarrierModel, kra_barrier
 from matscale.systems.alloy.lattice import random_solid_solution
+
+try:
+    from benchmarks.common import lammps_unavailable, row, skipped
+except ModuleNotFoundError:  # run as a script
+    from common import lammps_unavailable, row, skipped
 
 E0 = {"Nb": 0.9, "Mo": 1.3, "Ta": 1.1}
 
@@ -51,58 +59,126 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return best, result
 
 
+def first_call_costs(engine: LammpsEngine | None, eam: LatticeEAM, kra_eam: KRABarrierModel) -> dict[str, float]:
+    """Seconds of the numba compile (or cache load) and of the LAMMPS start-up (None: no LAMMPS)."""
+    warm = random_solid_solution({"Nb": 1 / 3, "Mo": 1 / 3, "Ta": 1 / 3}, 3, n_vacancies=1, rng=1)
+    t0 = time.perf_counter()
+    kra_eam.hop_barriers(warm, warm.vacancies)
+    eam.swap_delta(warm, 0, 1)
+    out = {"compile": time.perf_counter() - t0}
+    if engine is not None:
+        t0 = time.perf_counter()
+        engine.cell_energy(warm)
+        out["lammps_start"] = time.perf_counter() - t0
+    return out
+
+
+def measure_size(engine: LammpsEngine | None, eam: LatticeEAM, kra_local: KRABarrierModel | None,
+                 kra_eam: KRABarrierModel, cells: int, repeats: int, seed: int = 0,
+                 n_eam: int = 2000) -> dict[str, Any]:
+    """Seconds per KRA step (whole cell, local cluster, LatticeEAM) and per ΔE of one cell size.
+    Without ``engine`` (no LAMMPS) only the LatticeEAM figures are measured."""
+    lat = random_solid_solution({"Nb": 1 / 3, "Mo": 1 / 3, "Ta": 1 / 3}, cells, n_vacancies=1,
+                                rng=np.random.default_rng(seed))
+    v = int(lat.vacancies[0])
+    eam.total_energy(lat)  # build the neighbour tables of this geometry (not timed)
+    res: dict[str, Any] = {"cells": cells, "n_sites": lat.n_sites}
+    if engine is not None:
+        res["whole"], b_whole = timed(lambda: whole_cell_kra(engine, lat, v), repeats)
+        runs0 = engine.n_runs
+        res["local"], b_local = timed(lambda: kra_local.hop_barriers(lat, np.array([v]))[0], repeats)
+        res["runs_local"] = (engine.n_runs - runs0) // repeats
+    t_eam, b_eam = timed(lambda: [kra_eam.hop_barriers(lat, np.array([v])) for _ in range(n_eam)][-1][0],
+                         repeats)
+    res["eam"] = t_eam / n_eam
+    pairs = np.array([(v, int(t)) for t in lat.neighbors(1)[v]] * 500)
+    t_de, _ = timed(lambda: eam.swap_deltas(lat, pairs), repeats)
+    res["de"] = t_de / len(pairs)
+    t_one, _ = timed(lambda: [eam.swap_delta(lat, v, int(t)) for t in pairs[:4000, 1]], repeats)
+    res["one"] = t_one / 4000
+    if engine is not None:
+        res["err_local"] = float(np.max(np.abs(b_local - b_whole)))
+        res["err_eam"] = float(np.max(np.abs(b_eam - b_whole)))
+    return res
+
+
+def results(cells: list[int], repeats: int, seed: int, use_lammps: bool = True):
+    """First-call costs, then one result per cell size; the engine is closed at the end."""
+    engine = LammpsEngine.eam_alloy() if use_lammps else None
+    try:
+        eam = LatticeEAM.from_setfl()
+        kra_local = KRABarrierModel(engine, E0) if engine is not None else None
+        kra_eam = KRABarrierModel(eam, E0)
+        yield {"kind": "first_call", **first_call_costs(engine, eam, kra_eam)}
+        for c in cells:
+            yield {"kind": "size", **measure_size(engine, eam, kra_local, kra_eam, c, repeats, seed)}
+    finally:
+        if engine is not None:
+            engine.close()
+
+
+def rows_of(res: dict[str, Any], first: dict[str, float], no_lammps: str | None) -> list[dict]:
+    n = res["n_sites"]
+    step = f"KRA step (8 barriers), N={n} ({res['cells']}^3 cells)"
+    base = "LAMMPS whole cell (1 + 8 runs)"
+    out = []
+    if no_lammps:
+        out.append(skipped(f"{step}, LAMMPS local cluster", no_lammps))
+        out.append(row(f"{step}, LatticeEAM (numba)", 1 / res["eam"], "steps/s",
+                       note=f"baseline needs LAMMPS: {no_lammps}", first_call_s=first["compile"]))
+    else:
+        out.append(row(f"{step}, LAMMPS local cluster", 1 / res["local"], "steps/s", baseline=base,
+                       baseline_value=1 / res["whole"],
+                       note=f"{res['runs_local']} runs/step, max |dbarrier| {res['err_local']:.1e} eV",
+                       lammps_start_s=first.get("lammps_start")))
+        out.append(row(f"{step}, LatticeEAM (numba)", 1 / res["eam"], "steps/s", baseline=base,
+                       baseline_value=1 / res["whole"], note=f"max |dbarrier| {res['err_eam']:.1e} eV",
+                       first_call_s=first["compile"]))
+    out.append(row(f"LatticeEAM dE in swap_deltas, N={n}", 1 / res["de"], "dE/s",
+                   note=f"{res['one'] * 1e6:.2f} us per swap_delta call"))
+    return out
+
+
+def measure(quick: bool = False, cells: list[int] | None = None, repeats: int | None = None,
+            seed: int = 0) -> list[dict]:
+    """Rows for 1024 and 8192 atoms (``cells`` 8 and 16); quick: one repeat. Without LAMMPS the
+    LAMMPS rows are skipped with the reason and the LatticeEAM rows carry no baseline."""
+    cells = list(cells or [8, 16])
+    repeats = repeats or (1 if quick else 3)
+    no_lammps = lammps_unavailable()
+    rows, first = [], {}
+    for res in results(cells, repeats, seed, use_lammps=no_lammps is None):
+        if res["kind"] == "first_call":
+            first = res
+        else:
+            rows += rows_of(res, first, no_lammps)
+    return rows
+
+
+def print_result(res: dict[str, Any]) -> None:
+    if res["kind"] == "first_call":
+        print(f"first-call costs (excluded below): numba compile/load {res['compile']:.3f} s, "
+              f"LAMMPS start-up {res['lammps_start']:.3f} s")
+        return
+    t_whole, t_local, t_eam = res["whole"], res["local"], res["eam"]
+    print(f"\nN = {res['n_sites']} sites ({res['cells']}^3 cells), 1 vacancy, KRA step = 8 barriers")
+    print(f"  LAMMPS whole cell (baseline) : {t_whole * 1e3:9.2f} ms/step   ratio 1")
+    print(f"  LAMMPS local cluster         : {t_local * 1e3:9.2f} ms/step   speed-up {t_whole / t_local:8.1f}x"
+          f"   ({res['runs_local']} runs/step, max |Δbarrier| vs baseline {res['err_local']:.1e} eV)")
+    print(f"  LatticeEAM (numba) KRA step  : {t_eam * 1e6:9.2f} µs/step   speed-up {t_whole / t_eam:8.0f}x"
+          f"   (max |Δbarrier| vs baseline {res['err_eam']:.1e} eV)")
+    print(f"  LatticeEAM ΔE                : {res['de'] * 1e6:9.2f} µs per ΔE in swap_deltas, "
+          f"{res['one'] * 1e6:.2f} µs per swap_delta call")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", type=int, nargs="+", default=[8, 16], help="cells per side (N = 2 c^3)")
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (best of)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-
-    engine = LammpsEngine.eam_alloy()
-    eam = LatticeEAM.from_setfl()
-    kra_local = KRABarrierModel(engine, E0)
-    kra_eam = KRABarrierModel(eam, E0)
-
-    warm = random_solid_solution({"Nb": 1 / 3, "Mo": 1 / 3, "Ta": 1 / 3}, 3, n_vacancies=1, rng=1)
-    t0 = time.perf_counter()
-    kra_eam.hop_barriers(warm, warm.vacancies)
-    eam.swap_delta(warm, 0, 1)
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    engine.cell_energy(warm)
-    lammps_start_s = time.perf_counter() - t0
-    print(f"first-call costs (excluded below): numba compile/load {compile_s:.3f} s, "
-          f"LAMMPS start-up {lammps_start_s:.3f} s")
-
-    for c in args.cells:
-        lat = random_solid_solution({"Nb": 1 / 3, "Mo": 1 / 3, "Ta": 1 / 3}, c, n_vacancies=1,
-                                    rng=np.random.default_rng(args.seed))
-        v = int(lat.vacancies[0])
-        eam.total_energy(lat)  # build the neighbour tables of this geometry (not timed)
-        t_whole, b_whole = timed(lambda: whole_cell_kra(engine, lat, v), args.repeats)
-        runs0 = engine.n_runs
-        t_local, b_local = timed(lambda: kra_local.hop_barriers(lat, np.array([v]))[0], args.repeats)
-        runs_local = (engine.n_runs - runs0) // args.repeats
-        n_eam = 2000
-        t_eam, b_eam = timed(lambda: [kra_eam.hop_barriers(lat, np.array([v])) for _ in range(n_eam)][-1][0],
-                             args.repeats)
-        t_eam /= n_eam
-        pairs = np.array([(v, int(t)) for t in lat.neighbors(1)[v]] * 500)
-        t_de, _ = timed(lambda: eam.swap_deltas(lat, pairs), args.repeats)
-        t_de /= len(pairs)
-        t_one, _ = timed(lambda: [eam.swap_delta(lat, v, int(t)) for t in pairs[:4000, 1]], args.repeats)
-        t_one /= 4000
-        err_local = np.max(np.abs(b_local - b_whole))
-        err_eam = np.max(np.abs(b_eam - b_whole))
-        print(f"\nN = {lat.n_sites} sites ({c}^3 cells), 1 vacancy, KRA step = 8 barriers")
-        print(f"  LAMMPS whole cell (baseline) : {t_whole * 1e3:9.2f} ms/step   ratio 1")
-        print(f"  LAMMPS local cluster         : {t_local * 1e3:9.2f} ms/step   speed-up {t_whole / t_local:8.1f}x"
-              f"   ({runs_local} runs/step, max |Δbarrier| vs baseline {err_local:.1e} eV)")
-        print(f"  LatticeEAM (numba) KRA step  : {t_eam * 1e6:9.2f} µs/step   speed-up {t_whole / t_eam:8.0f}x"
-              f"   (max |Δbarrier| vs baseline {err_eam:.1e} eV)")
-        print(f"  LatticeEAM ΔE                : {t_de * 1e6:9.2f} µs per ΔE in swap_deltas, "
-              f"{t_one * 1e6:.2f} µs per swap_delta call")
-    engine.close()
+    for res in results(args.cells, args.repeats, args.seed):
+        print_result(res)
 
 
 if __name__ == "__main__":

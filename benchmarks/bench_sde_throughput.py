@@ -11,18 +11,26 @@ triangular sigma whose scaled copy is already the Cholesky factor, fused AdamW.
 The first epoch of each is a warm-up and not timed.
 
     python benchmarks/bench_sde_throughput.py [--pairs 100000] [--epochs 4] [--activation silu] [--threads 1]
+
+``measure()`` returns the same comparison as a row.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import time
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from matscale.sde import fit_sde
+
+try:
+    from benchmarks.common import row
+except ModuleNotFoundError:  # run as a script
+    from common import row
 
 DIM, BATCH, HIDDEN = 4, 2000, (128, 128)
 
@@ -81,23 +89,47 @@ def matscale_fit(z0, z1, dt, epochs: int, activation: str) -> float:
     return n_train * epochs / sum(sde.history["train_seconds"][1:])
 
 
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def compare(pairs: int, epochs: int, activation: str = "silu", repeats: int = 2) -> dict[str, Any]:
+    """Samples/s of both loops, alternated ``repeats`` times on the same pairs (lists of runs)."""
+    act = ACTIVATIONS[activation]
+    z0, z1, dt = make_pairs(pairs)
+    plain, ours = [], []
+    for _ in range(repeats):
+        plain.append(plain_loop(z0, z1, dt, epochs, act))
+        ours.append(matscale_fit(z0, z1, dt, epochs, activation))
+    return {"plain": plain, "ours": ours, "pairs": pairs, "epochs": epochs, "activation": activation}
+
+
+def measure(quick: bool = False, pairs: int | None = None, epochs: int | None = None,
+            activation: str = "silu", repeats: int | None = None) -> list[dict]:
+    """One row: fit_sde training samples/s against the plain loop (best runs); quick: 20 000
+    pairs, one timed epoch, one run each. Uses the current torch thread setting."""
+    res = compare(pairs or (20_000 if quick else 100_000), epochs or (1 if quick else 4), activation,
+                  repeats or (1 if quick else 2))
+    p, o = max(res["plain"]), max(res["ours"])
+    return [row(f"fit_sde training, d={DIM} batch {BATCH} hidden {HIDDEN} cholesky {activation}", o,
+                "samples/s", baseline="plain PyTorch loop (DataLoader, inv + slogdet)", baseline_value=p,
+                note=f"{res['pairs']} pairs, {res['epochs']} timed epoch(s), best of {len(res['ours'])}; "
+                     f"target >= 1.5e5 samples/s: {'PASS' if o >= 1.5e5 else 'FAIL'}",
+                runs=res["ours"], baseline_runs=res["plain"], torch_threads=torch.get_num_threads())]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--pairs", type=int, default=100_000)
     ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--activation", default="silu", choices=["silu", "relu", "tanh"])
+    ap.add_argument("--activation", default="silu", choices=list(ACTIVATIONS))
     ap.add_argument("--repeats", type=int, default=2, help="alternate the two runs this many times")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: robust on a shared 2-core box)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    act = {"silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh}[args.activation]
-    z0, z1, dt = make_pairs(args.pairs)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, d={DIM}, batch={BATCH}, "
           f"hidden={HIDDEN}, activation={args.activation}, {args.pairs} pairs, {args.epochs} timed epochs")
-    plain, ours = [], []
-    for _ in range(args.repeats):
-        plain.append(plain_loop(z0, z1, dt, args.epochs, act))
-        ours.append(matscale_fit(z0, z1, dt, args.epochs, args.activation))
+    res = compare(args.pairs, args.epochs, args.activation, args.repeats)
+    plain, ours = res["plain"], res["ours"]
     p, o = max(plain), max(ours)
     print(f"plain PyTorch loop : {p:10.3e} samples/s  (runs: {', '.join(f'{x:.3e}' for x in plain)})")
     print(f"matscale fit_sde   : {o:10.3e} samples/s  (runs: {', '.join(f'{x:.3e}' for x in ours)})")
