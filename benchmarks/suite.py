@@ -91,6 +91,8 @@ BENCHMARKS = {b.name: b for b in (
     Benchmark("sde_rollout", "FittedSDE.sample path-steps/s vs a plain PyTorch EM loop",
               _module("benchmarks.bench_sde_rollout")),
     Benchmark("predator_prey", "predator-prey EM kernel vs a plain torch loop", _predator_prey),
+    Benchmark("executors", "per-task scheduling overhead; partial evolution on 2 workers vs inline",
+              _module("benchmarks.bench_executors")),
     Benchmark("estimator", "accuracy: fit_sde vs kernel regression on noise-dominated pairs", _estimator,
               default=False),
     Benchmark("sde_recovery", "accuracy: drift / Sigma errors on the benchmark SDEs",

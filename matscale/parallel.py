@@ -4,7 +4,8 @@ The stages that simulate (small-system runs, partial evolution, direct reference
 their work into tasks — chunks of independent samples or runs — and map them over an executor:
 
 * ``None`` / ``"inline"``: in this process, one task after another (the default);
-* ``"processes:N"``: a :class:`concurrent.futures.ProcessPoolExecutor` of N processes;
+* ``"processes:N"``: a :class:`concurrent.futures.ProcessPoolExecutor` of N spawned processes
+  (the calling script needs the ``if __name__ == "__main__":`` guard, as for any spawn);
 * ``"dask-local:N"``: a Dask ``LocalCluster`` of N single-threaded worker processes, started
   for the run and closed after it;
 * ``"dask:ADDRESS"``: the workers of an existing Dask cluster (``tcp://host:8786``), e.g. one
@@ -18,6 +19,7 @@ executor, worker count and task size. Results are consumed in task order
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
@@ -87,7 +89,9 @@ def open_executor(spec: str | None) -> Iterator[Executor | None]:
     kind, _, arg = spec.partition(":")
     if kind == "processes":
         n = _count(spec, arg)
-        with ProcessPoolExecutor(max_workers=n) as pool:
+        # spawn, not fork: a forked child of a process whose OpenMP runtime (numba, torch) has
+        # started is unsafe and is terminated by GNU OpenMP
+        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn")) as pool:
             pool.n_workers = n  # type: ignore[attr-defined]
             yield pool
         return
