@@ -34,7 +34,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-UPSAMPLE_MODES = ("duplicate", "tile", "tile_matched", "tile_time", "replicate")
+UPSAMPLE_MODES = ("duplicate", "tile", "tile_matched", "tile_time", "replicate", "interpolate")
 BOUNDARIES = ("frozen", "periodic")
 NORMALIZATIONS = ("minmax", "zscore")
 TRAIN_METHODS = ("ours", "naive", "both")
@@ -342,6 +342,19 @@ def _closure_on_by_default(system: Any) -> bool:
     return bool(getattr(system, "default_closure", allowed)) and bool(allowed)
 
 
+def _system_offers_mode(system: Any, mode: str) -> bool:
+    """Whether the system of a ``[system]`` section offers the capabilities (e.g. ``refine``)
+    that upsampling ``mode`` requires; the section names its class in ``system_class``, and a
+    section without one offers none of the optional capabilities."""
+    from matscale.upsampling import get_upsample_operator, missing_capability
+
+    operator = get_upsample_operator(mode)
+    if not operator.requires:
+        return True
+    cls = getattr(system, "system_class", None)
+    return cls is not None and missing_capability(operator, cls) is None
+
+
 def _check_pipeline(cfg: RunConfig) -> None:
     from matscale.systems.registry import get_kind
 
@@ -355,6 +368,10 @@ def _check_pipeline(cfg: RunConfig) -> None:
     _require(len(sm.p) >= 1, "small.p must list at least one patch side")
     _require(len(set(sm.p)) == len(sm.p), f"small.p={list(sm.p)} has duplicates (allowed: distinct)")
     _choice("upsampling.mode", up.mode, UPSAMPLE_MODES)
+    if not _system_offers_mode(s, up.mode):
+        allowed = ", ".join(m for m in UPSAMPLE_MODES if _system_offers_mode(s, m))
+        raise ConfigError(f"upsampling.mode={up.mode!r} is not allowed for system.kind={s.kind!r} "
+                          f"(allowed: {allowed})")
     _require(up.factor >= 2, f"upsampling.factor={up.factor} out of range (allowed: >= 2)")
     for p in sm.p:
         _require(p >= 2 and size % p == 0,

@@ -27,6 +27,14 @@ Upsample operators (``mode``) are pluggable through :func:`register_upsample_ope
   observables; its fluctuations of the observables are those of the small box (wider coverage).
   Where tile seams cannot be healed cheaply (a 3-D lattice whose seam layers hold most sites)
   this is the operator to use; LocalRelax may then be switched off (``duration = 0``).
+* ``"interpolate"``: one snapshot on ``factor`` times as many grid points per axis, by the
+  system's optional ``refine`` capability (:mod:`matscale.systems.base`; for continuous fields,
+  e.g. linear interpolation in x, the paper's upsampling of its predator–prey example). Only
+  systems that offer ``refine`` accept it.
+
+An operator that needs a system capability names it in ``requires``; its ``apply`` then takes the
+system as a fourth argument (:func:`apply_operator`), and a system without the capability is
+refused with a one-line error.
 
 LocalRelax design choices (the paper code used fixed 16x16 periodic windows):
 
@@ -70,6 +78,8 @@ __all__ = [
     "UpsampleOperator",
     "register_upsample_operator",
     "get_upsample_operator",
+    "apply_operator",
+    "missing_capability",
     "upsample",
     "relax_window_origins",
     "local_relax",
@@ -103,14 +113,18 @@ class UpsampleOperator:
     drawn uniformly over the pool's key range: small-system pools are dominated by equilibrated
     snapshots, and this spreads the training states over the whole range of the key
     (off-equilibrium transients included) while keeping the rest at the pool's own weights.
+    ``requires`` names optional system capabilities (methods, :mod:`matscale.systems.base`)
+    the operator calls; such an operator is applied as ``apply(sources, factor, grid_dim,
+    system)``.
     """
 
     name: str
     n_sources: Callable[[int, int], int]
-    apply: Callable[[np.ndarray, int, int], np.ndarray]
+    apply: Callable[..., np.ndarray]
     match: str | None = None
     match_fraction: float = 0.01
     balance: float = 0.5
+    requires: tuple[str, ...] = ()
 
 
 def _duplicate(sources: np.ndarray, factor: int, grid_dim: int) -> np.ndarray:
@@ -138,6 +152,11 @@ def _n_tiles(factor: int, grid_dim: int) -> int:
     return factor ** grid_dim
 
 
+def _interpolate(sources: np.ndarray, factor: int, grid_dim: int, system: Any) -> np.ndarray:
+    """``sources[:, 0]`` on ``factor`` times as many grid points per axis (``system.refine``)."""
+    return system.refine(sources[:, 0], factor)
+
+
 _OPERATORS: dict[str, UpsampleOperator] = {
     "duplicate": UpsampleOperator("duplicate", lambda f, d: 1, _duplicate),
     "tile": UpsampleOperator("tile", _n_tiles, _tile),
@@ -149,6 +168,8 @@ _OPERATORS: dict[str, UpsampleOperator] = {
     "tile_time": UpsampleOperator("tile_time", _n_tiles, _tile, match="time"),
     # Periodic copies of one snapshot: seam-free, the small box's local structure everywhere.
     "replicate": UpsampleOperator("replicate", lambda f, d: 1, _replicate),
+    # One snapshot refined onto a finer grid by the system (continuous fields).
+    "interpolate": UpsampleOperator("interpolate", lambda f, d: 1, _interpolate, requires=("refine",)),
 }
 
 
@@ -205,6 +226,28 @@ def get_upsample_operator(mode: str | UpsampleOperator) -> UpsampleOperator:
     return _OPERATORS[mode]
 
 
+def missing_capability(operator: UpsampleOperator, system: Any) -> str | None:
+    """The first capability in ``operator.requires`` that ``system`` (an instance or a class)
+    does not offer, or None."""
+    return next((name for name in operator.requires
+                 if not callable(getattr(system, name, None))), None)
+
+
+def _check_capabilities(operator: UpsampleOperator, system: Any) -> None:
+    missing = missing_capability(operator, system)
+    if missing is not None:
+        raise ValueError(f"upsampling mode {operator.name!r} needs the system capability "
+                         f"'{missing}', which {type(system).__name__} does not offer")
+
+
+def apply_operator(operator: UpsampleOperator, system: Any, sources: np.ndarray, factor: int) -> np.ndarray:
+    """``operator`` applied to ``sources [B, n_sources, *state]`` of ``system`` (which gets the
+    system itself when the operator ``requires`` capabilities; ValueError without them)."""
+    _check_capabilities(operator, system)
+    extra = (system,) if operator.requires else ()
+    return operator.apply(sources, factor, system.grid_dim, *extra)
+
+
 def _check_factor(factor: int) -> int:
     if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 2:
         raise ValueError(f"factor must be an integer >= 2, got {factor!r}")
@@ -244,6 +287,9 @@ def upsample(configs: np.ndarray, factor: int = 2, mode: str | UpsampleOperator 
     op = get_upsample_operator(mode)
     if op.match == "time":
         raise ValueError(f"mode {op.name!r} needs recording times: use hierarchical_upsample(pool_times=...)")
+    if op.requires:
+        raise ValueError(f"mode {op.name!r} needs a system offering {', '.join(op.requires)}: "
+                         "use hierarchical_upsample(system, ...)")
     n_src = op.n_sources(factor, 2)
     if n_out is None and n_src == 1:
         return op.apply(configs[:, None], factor, 2)
@@ -373,7 +419,7 @@ def _upsample_level(system: Any, pool: np.ndarray, start: int, stop: int, level:
     d = system.grid_dim
     draw_keys = child_keys(sample_keys(seed, index, "upsample-pool", level), op.n_sources(factor, d))
     picks = draw_sources(op, draw_keys, len(pool), pool_keys, order)  # [B, n_sources]
-    configs = np.ascontiguousarray(op.apply(pool[picks], factor, d), dtype=system.state_dtype)
+    configs = np.ascontiguousarray(apply_operator(op, system, pool[picks], factor), dtype=system.state_dtype)
     _conserve(system, configs, sample_keys(seed, index, "upsample-conserve", level))
     if relax["n_events"] or relax["duration"]:  # (a zero budget switches LocalRelax off)
         relax_keys = sample_keys(seed, index, "upsample-relax", level)
@@ -421,6 +467,7 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     op = get_upsample_operator(mode)
+    _check_capabilities(op, system_large)
     if op.match == "time":
         if pool_times is None or np.shape(pool_times) != (len(small),):
             raise ValueError(f"mode {op.name!r} needs pool_times of shape ({len(small)},) "

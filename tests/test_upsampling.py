@@ -38,7 +38,7 @@ def test_duplicate_preserves_m_exactly_and_tile_uses_pool_blocks():
     again = upsample(pool, 2, "tile", np.random.default_rng(1), n_out=7)
     np.testing.assert_array_equal(tiled, again)
     with pytest.raises(ValueError, match="mode must be one of"):
-        upsample(pool, 2, "interpolate")
+        upsample(pool, 2, "bicubic")
     with pytest.raises(ValueError, match="factor"):
         upsample(pool, 1)
 

@@ -30,6 +30,16 @@ number of distinct site values) and ``site_class_index(states)``, which maps sit
 class indices ``0 .. site_classes - 1`` (``int64``, same shape) and raises ``ValueError`` for a
 value that is no site value. The patch-additive closure (:mod:`matscale.closure`) needs them;
 they are not part of :data:`REQUIRED_METHODS`, since nothing else does.
+
+Optional capability: refine
+---------------------------
+A system whose sites sample a continuous field may offer ``refine(states, factor)``: states
+``[B, *grid, *cell]`` of any box side s (a batch) -> the same fields on ``factor * s`` cells per
+axis, ``[B, *(factor * s,) * grid_dim, *cell]`` of ``state_dtype`` (e.g. linear interpolation in
+x; :class:`matscale.systems.spde.PredatorPrey`). The ``"interpolate"`` upsampling mode
+(:mod:`matscale.upsampling`) needs it, and the configuration accepts that mode only for a kind
+whose ``[system]`` section names a ``system_class`` that offers it; it is not part of
+:data:`REQUIRED_METHODS`.
 """
 from __future__ import annotations
 

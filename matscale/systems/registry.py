@@ -345,3 +345,7 @@ def build_system(section: Any) -> Any:
 for _kind in ("curie_weiss", "ising"):
     register_kind(SystemKind(_kind, SpinSystemConfig, SpinReferenceConfig, _check_spin, _build_spin))
 register_kind(SystemKind("nbmota", AlloySystemConfig, AlloyReferenceConfig, _check_alloy, _build_alloy))
+
+from matscale.systems.spde import (PredatorPreyConfig, PredatorPreyReferenceConfig,  # noqa: E402
+                                   build_predator_prey, check_predator_prey)
+register_kind(SystemKind("predator_prey", PredatorPreyConfig, PredatorPreyReferenceConfig, check_predator_prey, build_predator_prey))
