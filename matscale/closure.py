@@ -67,6 +67,9 @@ class ClosureArchitecture:
     of the latents; ``grid_dim`` grid axes; ``cell_shape`` per-cell trailing shape;
     ``site_values``: the site value of each class (class c <- ``site_values[c]``). The defaults
     of the last three are a 2-D lattice of ±1 spins (closures saved before they existed).
+    Continuous fields (e.g. concentrations of a stochastic PDE) have no classes: ``site_values``
+    is empty and ``value_shift``/``value_scale`` (one per component of a cell, from the training
+    snapshots) standardise the site values the network sees and reconstructs.
     """
 
     p: int
@@ -78,6 +81,8 @@ class ClosureArchitecture:
     grid_dim: int = 2
     cell_shape: tuple[int, ...] = ()
     site_values: tuple[int, ...] = _SPIN_VALUES
+    value_shift: tuple[float, ...] = ()
+    value_scale: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.p < 2 or self.L % self.p:
@@ -92,8 +97,15 @@ class ClosureArchitecture:
             raise ValueError(f"grid_dim={self.grid_dim} out of range (allowed: 1, 2, 3)")
         if any(n < 1 for n in self.cell_shape):
             raise ValueError(f"cell_shape={self.cell_shape} out of range (allowed: positive sides)")
-        if len(self.site_values) < 2 or len(set(self.site_values)) != len(self.site_values):
-            raise ValueError(f"site_values={self.site_values} not allowed (allowed: >= 2 distinct values)")
+        if self.continuous:
+            n_components = math.prod(self.cell_shape)
+            if len(self.value_shift) != n_components or len(self.value_scale) != n_components \
+                    or any(not v > 0 for v in self.value_scale):
+                raise ValueError(f"value_shift/value_scale of a continuous closure need one entry per cell "
+                                 f"component ({n_components}), scales > 0; got {self.value_shift}, {self.value_scale}")
+        elif len(self.site_values) < 2 or len(set(self.site_values)) != len(self.site_values):
+            raise ValueError(f"site_values={self.site_values} not allowed (allowed: >= 2 distinct values, "
+                             "or none for continuous fields)")
 
     @property
     def n_patches(self) -> int:
@@ -101,14 +113,20 @@ class ClosureArchitecture:
         return (self.L // self.p) ** self.grid_dim
 
     @property
+    def continuous(self) -> bool:
+        """True for continuous site values (no classes)."""
+        return len(self.site_values) == 0
+
+    @property
     def n_classes(self) -> int:
-        """Number of site classes."""
+        """Number of site classes (0 for continuous fields)."""
         return len(self.site_values)
 
     @property
     def channels_per_site(self) -> int:
-        """Input (and output) channels per site: 1 for two classes, else one per class."""
-        return 1 if self.n_classes == 2 else self.n_classes
+        """Input (and output) channels per site: 1 for two classes or a continuous value, else
+        one per class."""
+        return 1 if self.n_classes in (0, 2) else self.n_classes
 
     @property
     def site_channels(self) -> int:
@@ -219,11 +237,18 @@ class ClosureModel(nn.Module):
         self.register_buffer("latent_scale", torch.ones(arch.d_closure))
         values = torch.as_tensor(arch.site_values, dtype=torch.int64)
         self._sorted_values, self._class_of_sorted = torch.sort(values)  # not state: from arch
+        self._value_shift = torch.as_tensor(arch.value_shift, dtype=torch.float32)
+        self._value_scale = torch.as_tensor(arch.value_scale, dtype=torch.float32)
         self.history: dict[str, list[float]] = {"loss": []}
 
     # -- site values <-> classes ------------------------------------------------------------
     def site_classes(self, values: torch.Tensor) -> torch.Tensor:
-        """Class indices (int64, same shape) of site values; ValueError for an unknown value."""
+        """Class indices (int64, same shape) of site values; ValueError for an unknown value.
+        Continuous fields: the standardised values (float32, same shape)."""
+        if self.arch.continuous:
+            x = values.to(torch.float32)
+            shape = (1,) * (x.ndim - len(self.arch.cell_shape)) + tuple(self.arch.cell_shape)
+            return (x - self._value_shift.reshape(shape)) / self._value_scale.reshape(shape)
         v = values.to(torch.int64)
         if values.is_floating_point() and not torch.equal(v.to(values.dtype), values):
             raise ValueError(f"site values must be integers from {self.arch.site_values}")
@@ -238,7 +263,10 @@ class ClosureModel(nn.Module):
         (2·class − 1 for two classes, else one-hot; cell axes folded into the channels)."""
         g, n_cell = self.arch.grid_dim, len(self.arch.cell_shape)
         grid_axes, cell_axes = list(range(1, 1 + g)), list(range(1 + g, 1 + g + n_cell))
-        if self.arch.n_classes == 2:
+        if self.arch.continuous:
+            x = classes.to(torch.float32)
+            order = [0, *cell_axes, *grid_axes]
+        elif self.arch.n_classes == 2:
             x = classes.to(torch.float32) * 2.0 - 1.0
             order = [0, *cell_axes, *grid_axes]
         else:
@@ -273,7 +301,7 @@ class ClosureModel(nn.Module):
         """Decoder logits: ``[N, *cell, *grid]`` (class 1) for two classes, else
         ``[N, n_classes, *cell, *grid]``."""
         a = self.arch
-        head = () if a.n_classes == 2 else (a.n_classes,)
+        head = () if a.n_classes in (0, 2) else (a.n_classes,)
         return self.decoder(z).reshape(len(z), *head, *a.cell_shape, *(a.L,) * a.grid_dim)
 
     def _reconstruction_loss(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -282,6 +310,8 @@ class ClosureModel(nn.Module):
         g, n_cell = self.arch.grid_dim, len(self.arch.cell_shape)
         target = classes.permute(0, *range(1 + g, 1 + g + n_cell), *range(1, 1 + g))
         logits = self._logits(z)
+        if self.arch.continuous:  # mean squared error of the standardised values
+            return F.mse_loss(logits, target.to(torch.float32))
         if self.arch.n_classes == 2:
             return F.binary_cross_entropy_with_logits(logits, target.to(torch.float32))
         return F.cross_entropy(logits, target.long())
@@ -309,13 +339,16 @@ class ClosureModel(nn.Module):
     @torch.no_grad()
     def decode(self, phys: np.ndarray, closure: np.ndarray) -> np.ndarray:
         """Most probable configuration [N, L, ..., L, *cell] (site values; int8 when they fit)
-        for normalised closure values."""
+        for normalised closure values; for continuous fields the reconstructed values (float)."""
         self.eval()
         zc = torch.as_tensor(np.asarray(closure), dtype=torch.float32) * self.latent_scale + self.latent_shift
         z = torch.cat([torch.as_tensor(np.asarray(phys), dtype=torch.float32).reshape(len(zc), -1), zc], 1)
         logits = self._logits(z).numpy()
-        classes = (logits > 0).astype(np.int64) if self.arch.n_classes == 2 else logits.argmax(axis=1)
         g, n_cell = self.arch.grid_dim, len(self.arch.cell_shape)
+        if self.arch.continuous:  # the reconstructed field, in site units
+            out = logits.transpose(0, *range(1 + n_cell, 1 + n_cell + g), *range(1, 1 + n_cell))
+            return out * np.asarray(self.arch.value_scale) + np.asarray(self.arch.value_shift)
+        classes = (logits > 0).astype(np.int64) if self.arch.n_classes == 2 else logits.argmax(axis=1)
         classes = classes.transpose(0, *range(1 + n_cell, 1 + n_cell + g), *range(1, 1 + n_cell))
         values = np.asarray(self.arch.site_values)
         fits = values.min() >= np.iinfo(np.int8).min and values.max() <= np.iinfo(np.int8).max
@@ -337,7 +370,7 @@ class ClosureModel(nn.Module):
         folder = Path(folder)
         record = read_json(folder / _CONFIG)
         arch = dict(record["architecture"])
-        for key in ("channels", "cell_shape", "site_values"):
+        for key in ("channels", "cell_shape", "site_values", "value_shift", "value_scale"):
             if key in arch:
                 arch[key] = tuple(arch[key])
         model = cls(ClosureArchitecture(**arch))
@@ -365,12 +398,15 @@ def _cat(chunks: list[torch.Tensor], d: int) -> np.ndarray:
 def system_site_values(system: Any) -> tuple[int, ...]:
     """The site value of each class of ``system`` (class c <- value c), for :func:`train_closure`.
 
-    Uses the optional site-class capability of the protocol (:mod:`matscale.systems.base`):
+    A system with floating-point states and no site classes holds continuous fields: ``()``.
+    Otherwise uses the optional site-class capability of the protocol (:mod:`matscale.systems.base`):
     ``site_class_index`` is asked about every value of the (integer, at most 16-bit) state dtype;
     the values it rejects with ValueError are no site values, and every class must come from
     exactly one value.
     """
     name = type(system).__name__
+    if np.dtype(system.state_dtype).kind == "f" and getattr(system, "site_classes", None) is None:
+        return ()  # continuous fields: no classes
     if not isinstance(getattr(system, "site_classes", None), (int, np.integer)) \
             or not callable(getattr(system, "site_class_index", None)):
         raise TypeError(f"system {name} lacks site_classes/site_class_index, which the closure needs")
@@ -398,7 +434,7 @@ def train_closure(
     p: int,
     *,
     grid_dim: int = 2,
-    site_values: Sequence[int] = _SPIN_VALUES,
+    site_values: Sequence[int] = _SPIN_VALUES,  # () for continuous fields
     d_closure: int = 2,
     epochs: int = 10,
     batch_size: int = 256,
@@ -430,10 +466,12 @@ def train_closure(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if value < 1:
             raise ValueError(f"{name}={value} out of range (allowed: >= 1)")
+    cell_shape = tuple(configs.shape[1 + grid_dim:])
+    shift, scale = _value_standardisation(configs, grid_dim) if len(site_values) == 0 else ((), ())
     arch = ClosureArchitecture(p=p, L=grid[0], d_closure=d_closure, d_phys=phys.shape[1],
                                channels=tuple(channels), normalization=normalization, grid_dim=grid_dim,
-                               cell_shape=tuple(configs.shape[1 + grid_dim:]),
-                               site_values=tuple(int(v) for v in site_values))
+                               cell_shape=cell_shape, site_values=tuple(int(v) for v in site_values),
+                               value_shift=shift, value_scale=scale)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ClosureModel(arch)
@@ -443,8 +481,21 @@ def train_closure(
     return model
 
 
+def _value_standardisation(configs: np.ndarray, grid_dim: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std of every cell component of continuous training snapshots."""
+    values = np.asarray(configs, dtype=np.float64)
+    flat = values.reshape(-1, *values.shape[1 + grid_dim:]).reshape(-1, max(1, math.prod(values.shape[1 + grid_dim:])))
+    mean, std = flat.mean(axis=0), flat.std(axis=0)
+    std = np.where(std > 1e-12, std, 1.0)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
 def _compact_classes(model: ClosureModel, configs: np.ndarray) -> torch.Tensor:
-    """Classes of all training configs, stored as uint8 (int64 beyond 256 classes), chunk by chunk."""
+    """Classes of all training configs, stored as uint8 (int64 beyond 256 classes), chunk by chunk;
+    standardised float32 values for continuous fields."""
+    if model.arch.continuous:
+        x = torch.as_tensor(configs)
+        return torch.cat([model.site_classes(x[i:i + _CHUNK]) for i in range(0, len(x), _CHUNK)])
     dtype = torch.uint8 if model.arch.n_classes <= 256 else torch.int64
     x = torch.as_tensor(configs)
     return torch.cat([model.site_classes(x[i:i + _CHUNK]).to(dtype) for i in range(0, len(x), _CHUNK)])
