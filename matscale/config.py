@@ -170,7 +170,7 @@ class EvaluateConfig:
     reference condition (>= 200 recommended), the paper's metric also on ``paper_paths`` paths
     (0 = the paper's 20, or fewer when there are fewer reference runs),
     EM with ``substeps`` steps per grid interval (0 = automatic: the largest step not above twice
-    the median training δt of the model), ``mmd_bootstrap`` bootstrap resamples for the MMD CI.
+    the median training δt of the model), ``mmd_bootstrap`` path-bootstrap resamples for every CI of the evaluation (MMD², stationary mean and std).
     ``sizes``: further box sides (cells per axis, multiples of the small side) at which the SDE
     is rolled out with its noise scaled to that size, for the std-vs-size study."""
 

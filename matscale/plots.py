@@ -1,5 +1,6 @@
 """Pictures of an evaluation: mean ± std of the observables vs time (predicted vs direct), one
-colour per reference condition, and the paper's test error vs the small-system size n_s. Files
+colour per reference condition, MMD² between the ensembles vs time with its confidence band,
+and the paper's test error vs the small-system size n_s. Files
 are PNG (Agg backend); times on the axes are in the system's time unit."""
 from __future__ import annotations
 
@@ -169,5 +170,43 @@ def plot_std_vs_size(scaling: Mapping[str, Any], names: Sequence[str], condition
     return _save(plt, fig, path)
 
 
+def plot_mmd_over_time(mmd: Mapping[str, Sequence[Mapping[str, Any]]], times: np.ndarray,
+                       conditions: Sequence[float], path: str | Path, *, title: str = "",
+                       condition_label: str = "condition", time_unit: str = "time") -> Path:
+    """MMD²(t) between the predicted and direct ensembles with its pointwise CI band, one panel
+    per condition and one line per method; the dotted line is the method's time average.
+
+    ``mmd``: {method: the ``mmd_over_time`` list of the evaluate metrics (one entry per
+    condition with ``time_index``, ``mmd2``, ``ci_low``, ``ci_high``, ``mean``)}; ``times``: the
+    grid times that ``time_index`` refers to. The unbiased MMD² can be slightly negative; a band
+    that contains 0 means no difference the reference can resolve at that time.
+    """
+    plt = _pyplot()
+    t_grid = np.asarray(times, dtype=np.float64)
+    cols = min(3, max(1, len(conditions)))
+    rows = -(-len(conditions) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.4 * rows), squeeze=False)
+    for c, value in enumerate(conditions):
+        ax = axes[c // cols][c % cols]
+        for method, per_condition in mmd.items():
+            entry = per_condition[c]
+            color, ls = _METHOD_STYLE.get(method, ("C0", "--"))
+            t = t_grid[np.asarray(entry["time_index"], dtype=int)]
+            ax.fill_between(t, entry["ci_low"], entry["ci_high"], color=color, alpha=0.2, lw=0)
+            ax.plot(t, entry["mmd2"], color=color, ls=ls, lw=1.2, marker=".", ms=3, label=method)
+            ax.axhline(entry["mean"], color=color, ls=":", lw=0.8)
+        ax.axhline(0.0, color="k", lw=0.6)
+        ax.set_title(f"{condition_label} = {value:g}", fontsize=9)
+        ax.set_xlabel(f"time ({time_unit})")
+        ax.set_ylabel("MMD²(t)")
+        ax.grid(alpha=0.3)
+    for k in range(len(conditions), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    axes[0][0].legend(fontsize=7, title="band: CI (bootstrap over paths)", title_fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(plt, fig, path)
+
+
 __all__ = ["plot_mean_std_curves", "plot_test_error_vs_ns", "plot_equilibrium_vs_parameter",
-           "plot_std_vs_size"]
+           "plot_std_vs_size", "plot_mmd_over_time"]

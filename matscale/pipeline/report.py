@@ -54,7 +54,9 @@ def render_report(cfg: RunConfig, system: Any, summary: dict[str, Any], out: Pat
               "the direct law exactly, from the finite numbers of paths alone "
               "(Σ σ²(1/n_pred + 1/n_direct) / Σ mean²): a test error near the floor is as good as "
               "this reference can resolve; several times the floor is a real model error. "
-              "Rel. errors are L2 over the time grid and all conditions.", ""]
+              "Rel. errors are L2 over the time grid and all conditions. *stat. std* and *MMD² stationary* "
+              "pool the late half of the grid over all conditions (per condition: the distribution tables "
+              "below); every CI resamples whole paths, never single time points.", ""]
     published = getattr(system, "published_results", None)
     if callable(published) and published():
         lines += [published(), ""]
@@ -80,6 +82,7 @@ def render_report(cfg: RunConfig, system: Any, summary: dict[str, Any], out: Pat
             lines.append("| " + " | ".join(row) + " |")
     for key, res in summary["results"].items():
         lines += per_condition_section(res, names, ref.condition_label)
+        lines += distribution_section(res, names, ref.condition_label, methods(cfg))
         lines += equilibrium_section(res, names)
         lines += size_section(res, names, ref.condition_label)
         lines += diagnostics_section(out / key / "plots" / "upsampling_diagnostics.json", names, res)
@@ -118,6 +121,46 @@ def per_condition_section(res: dict[str, Any], names: tuple[str, ...], label: st
         cells = [f"{row[n]['max_abs_mean_error']:.3g} ({row[n]['direct_sem']:.2g}); ×{row[n]['std_ratio']:.2f}"
                  for n in names]
         lines.append(f"| {value:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _with_ci(value: float, low: float, high: float) -> str:
+    return f"{value:.2g} [{low:.2g}, {high:.2g}]"
+
+
+def distribution_section(res: dict[str, Any], names: tuple[str, ...], label: str,
+                         method_names: tuple[str, ...]) -> list[str]:
+    """Per condition and method: MMD² at the last grid time, over the late half and over time
+    (MMD²(t) averaged over t), and the late-time std within the condition (predicted / direct),
+    each with its CI from a bootstrap over whole paths (see :func:`matscale.evaluate.compare_paths`)."""
+    rows = [(m, res[m]) for m in method_names if isinstance(res.get(m), dict) and "mmd_over_time" in res[m]]
+    if not rows:
+        return []
+    pct = f"{100 * rows[0][1].get('ci', {}).get('level', 0.95):g} %"
+    header = [label, "method", f"MMD² final time [{pct} CI]", f"MMD² stationary [{pct} CI]",
+              f"MMD² over time (mean over t) [{pct} CI]"]
+    header += [f"stat. std {n} pred / direct [{pct} CI]" for n in names]
+    lines = ["", f"### p{res['p']}: distributions per condition", "",
+             "Unbiased MMD² (Gaussian kernels, observables scaled by the direct std) between the predicted "
+             "and direct ensembles: at the last grid time, over the late half of the grid, and MMD²(t) "
+             "averaged over the grid times after t = 0 (plot `mmd_vs_time`). Stationary std: late half, "
+             "within the condition. CIs: percentile bootstrap over whole paths (all time points of a path "
+             "resampled together, so the correlation along a path does not narrow them); an MMD² interval "
+             "that contains 0 means no difference this reference can resolve.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    nan = float("nan")
+    for c, value in enumerate(res.get("conditions") or range(len(rows[0][1]["mmd_over_time"]))):
+        for method, r in rows:
+            f, s = r["mmd_final_time"][c], r["mmd_stationary_per_condition"][c]
+            o, st = r["mmd_over_time"][c], r["stationary_per_condition"][c]
+            cells = [f"{value:g}", method, _with_ci(f["mmd2"], f["ci_low"], f["ci_high"]),
+                     _with_ci(s["mmd2"], s["ci_low"], s["ci_high"]),
+                     _with_ci(o["mean"], o["mean_ci_low"], o["mean_ci_high"])]
+            for n in names:
+                p, d = st["predicted"][n], st["direct"][n]
+                cells.append(f"{p['std']:.3g} [{', '.join(f'{v:.3g}' for v in p.get('std_ci', [nan, nan]))}] / "
+                             f"{d['std']:.3g} [{', '.join(f'{v:.3g}' for v in d.get('std_ci', [nan, nan]))}]")
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 

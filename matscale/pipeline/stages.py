@@ -467,7 +467,9 @@ def evaluate(cfg: RunConfig, system: Any, p: int, p_dir: Path, ref_dir: Path, fo
         result = compare_paths(pred, true, names, paper_paths=ev.paper_paths or min(20, ref.n_runs),
                                mmd_bootstrap=ev.mmd_bootstrap,
                                rng=np.random.default_rng([ev.seed, 4]),
-                               conditions=ref.condition_values)
+                               conditions=ref.condition_values,
+                               # predicted path j starts from direct run j mod R: one resampling unit
+                               pred_sources=np.flatnonzero(finite) % ref.n_runs)
         result["n_paths_diverged"] = n_bad
         metrics[method] = result
         curves[f"{method}_mean"] = pred.mean(1)
@@ -546,7 +548,8 @@ def equilibrium_scan(model: Any, data: dict[str, np.ndarray], cfg: RunConfig, sy
 
 
 def plots(cfg: RunConfig, system: Any, p: int, p_dir: Path, ref_dir: Path, folder: Path) -> None:
-    """Mean ± std of the observables vs time (predicted and direct) and upsampling diagnostics."""
+    """Mean ± std of the observables vs time (predicted and direct), MMD²(t) between them with its
+    CI band, and upsampling diagnostics."""
     from matscale.plots import plot_mean_std_curves
 
     with reading(p_dir / "evaluate" / "curves.npz"):
@@ -557,6 +560,13 @@ def plots(cfg: RunConfig, system: Any, p: int, p_dir: Path, ref_dir: Path, folde
                          condition_label=ref.condition_label, time_unit=system.time_unit)
     metrics = read_json(p_dir / "evaluate" / "metrics.json")
     names = tuple(system.observable_names)
+    mmd = {m: metrics[m]["mmd_over_time"] for m in methods(cfg) if "mmd_over_time" in metrics.get(m, {})}
+    if mmd:
+        from matscale.plots import plot_mmd_over_time
+
+        plot_mmd_over_time(mmd, curves["times"], ref.condition_values, folder / "mmd_vs_time.png",
+                           title=f"{cfg.system.describe()}; small side {p}",
+                           condition_label=ref.condition_label, time_unit=system.time_unit)
     if "equilibrium" in metrics:
         from matscale.plots import plot_equilibrium_vs_parameter
 
