@@ -7,6 +7,11 @@ held fixed; by translation symmetry the SRO statistics agree exactly. kMC averag
 equally spaced *times* (evolve(duration=τ)), swap MC averages at equally spaced trials.
 Tolerance: 4.5 combined standard errors, each from 20 batch means (valid when a batch is much
 longer than the correlation time; batches here hold ≥ 20 kMC hops per atom).
+
+Kolmogorov's criterion (matscale.systems.alloy.balance): around closed loops of vacancy hops
+that restore the configuration, Σ (E_forward − E_backward) vanishes to float rounding for every
+model built on an energy (KRA on a pair model or EAM, the consistent NNK law) and not for the
+published NNK network, symmetrised or not.
 """
 from __future__ import annotations
 
@@ -15,13 +20,14 @@ import pytest
 
 from matscale.calculators.pair import PairKRABarrierModel, ShellPairModel
 from matscale.systems.alloy.kmc import VacancyKMC
-from matscale.systems.alloy.lattice import random_solid_solution
+from matscale.systems.alloy.lattice import NEIGHBOR_OFFSETS, random_solid_solution
 from matscale.systems.alloy.sro import WarrenCowleyObserver
 from matscale.systems.alloy.swap import SwapMCEnsemble
 
 EQUIMOLAR = {"Nb": 1 / 3, "Mo": 1 / 3, "Ta": 1 / 3}
 V1 = np.array([[0.00, -0.02, 0.01], [-0.02, 0.03, -0.06], [0.01, -0.06, 0.02]])
 V2 = np.array([[0.01, 0.00, 0.00], [0.00, -0.02, 0.03], [0.00, 0.03, -0.01]])
+NEIGHBOR_STEPS = NEIGHBOR_OFFSETS[1]
 
 
 def _batch_mean_and_error(series: np.ndarray, n_batches: int = 20) -> tuple[np.ndarray, np.ndarray]:
@@ -81,3 +87,49 @@ def test_kmc_and_swap_mc_agree_zhou_eam():
     kmc_series = _kmc_sro(start.copy(), barriers, temperature, 1500, 60, seed=4)
     mc_series = _swap_sro(start.copy(), energy, temperature, 1500, 60, seed=5)
     _assert_same_equilibrium(kmc_series, mc_series)
+
+
+def _cycle_models():
+    """name -> (factory(lattice), thermodynamically consistent?)."""
+    from matscale.calculators.lattice_eam import LatticeEAM
+    from matscale.systems.alloy.kra import KRABarrierModel
+    from matscale.systems.alloy.nnk import ConsistentNNKBarrierModel, NNKBarrierModel
+
+    e0 = {"Nb": 0.9, "Mo": 1.2, "Ta": 1.1}
+    return {
+        "kra_pair": (lambda lat: PairKRABarrierModel(ShellPairModel({1: V1, 2: V2}), e0), True),
+        "kra_eam": (lambda lat: KRABarrierModel(LatticeEAM.from_setfl("NbMoTa_Zhou04.eam.alloy", lat), e0), True),
+        "nnk": (lambda lat: NNKBarrierModel(), False),
+        "nnk_symmetric": (lambda lat: NNKBarrierModel(symmetrise=True), False),
+        "nnk_consistent_eam": (lambda lat: ConsistentNNKBarrierModel(
+            LatticeEAM.from_setfl("NbMoTa_Zhou04.eam.alloy", lat)), True),
+        "nnk_consistent_raw_pair": (lambda lat: ConsistentNNKBarrierModel(
+            ShellPairModel({1: V1, 2: V2}), NNKBarrierModel()), True),
+    }
+
+
+@pytest.mark.parametrize("name", list(_cycle_models()))
+def test_kolmogorov_cycle_sums(name):
+    from matscale.systems.alloy.balance import kolmogorov_cycle_sums
+
+    factory, consistent = _cycle_models()[name]
+    lattice = random_solid_solution(EQUIMOLAR, 8, n_vacancies=1, rng=21)
+    sums = kolmogorov_cycle_sums(lattice, factory(lattice), n_loops=6, rng=0)
+    if consistent:
+        assert np.max(np.abs(sums)) < 1e-9, f"cycle sums {sums} eV"
+    else:  # the published network breaks detailed balance: |sum| ~ 0.01-0.3 eV per 12-hop loop
+        assert np.max(np.abs(sums)) > 1e-2, f"cycle sums {sums} eV"
+
+
+def test_cycle_loops_restore_the_configuration():
+    from matscale.systems.alloy.balance import closed_loops, cycle_sum
+
+    loops = closed_loops(4)
+    assert len(loops) == 96 and np.all(NEIGHBOR_STEPS[loops].sum(axis=1) == 0)
+    lattice = random_solid_solution(EQUIMOLAR, 4, n_vacancies=1, rng=1)
+    v = int(lattice.vacancies[0])
+    energy = ShellPairModel({1: V1})
+    total, hops = cycle_sum(lattice, PairKRABarrierModel(energy, {"Nb": 0.5, "Mo": 0.6, "Ta": 0.7}), v, loops[0])
+    assert hops in (4, 8, 12) and abs(total) < 1e-12
+    with pytest.raises(ValueError, match="closed"):
+        cycle_sum(lattice, PairKRABarrierModel(energy, {"Nb": 0.5, "Mo": 0.6, "Ta": 0.7}), v, [0, 1, 2])

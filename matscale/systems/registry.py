@@ -116,7 +116,9 @@ def _build_spin(section: SpinSystemConfig) -> Any:
 # ----------------------------------------------------------------------------------------------
 # NbMoTa-type BCC alloy
 # ----------------------------------------------------------------------------------------------
-BARRIERS = ("nnk", "kra")
+BARRIERS = ("nnk", "nnk_symmetric", "nnk_consistent", "kra")
+#: barrier laws that take ΔE from the ``energy`` model
+ENERGY_BARRIERS = ("kra", "nnk_consistent")
 ENERGIES = ("eam", "lammps", "ase")
 
 
@@ -132,10 +134,16 @@ class AlloySystemConfig:
     activation energy of the scaled clock τ = t·c_v·ν0·exp(−E/k_B T); the default 2.2 eV is the
     effective activation energy of NNK SRO relaxation (τ95 ≈ 0.05 from 900 to 2000 K), which the
     reference defaults assume (0 = the AlloySystem default, the mean NNK barrier).
-    ``barrier``: "nnk" (the NNK neural barrier network, the default) or "kra" (E_b = E0 + ΔE/2
-    from an energy model: ``energy`` = "eam" (on-lattice EAM of the setfl ``potential``),
-    "lammps" (the same potential through LAMMPS) or "ase" (``ase_calculator`` = "module:Class",
-    constructed without arguments, restricted to a local cluster of ``ase_cutoff`` Å));
+    ``barrier``: "nnk" (the published NNK neural barrier network as is, the default; it has no
+    Boltzmann stationary state: barrier sums around closed hop loops are not zero),
+    "nnk_symmetric" (NNK averaged over the 6 point-group images of each jump; mirror images of a
+    jump agree, detailed balance still fails), "nnk_consistent" (E_b = ½(S_fwd + S_bwd) + ΔE/2
+    with S the symmetrised NNK of the jump and of its reverse after the hop, ΔE from ``energy``:
+    detailed balance holds and the equilibrium is the energy model's Boltzmann distribution) or
+    "kra" (E_b = E0 + ΔE/2 from an energy model); for "kra" and "nnk_consistent" ``energy`` =
+    "eam" (on-lattice EAM of the setfl ``potential``), "lammps" (the same potential through
+    LAMMPS) or "ase" (``ase_calculator`` = "module:Class", constructed without arguments,
+    restricted to a local cluster of ``ase_cutoff`` Å);
     ``kra_e0``: the KRA E0 per element (eV).
     """
 
@@ -174,7 +182,7 @@ class AlloySystemConfig:
     def describe(self) -> str:
         return (f"{self.kind}, {2 * self.cells ** 3} sites ({self.cells}³ BCC cells), "
                 f"{'-'.join(self.elements)}, vacancy fraction {self.vacancy_fraction:.3g}, "
-                f"barriers {self.barrier}{'/' + self.energy if self.barrier == 'kra' else ''}, "
+                f"barriers {self.barrier}{'/' + self.energy if self.barrier in ENERGY_BARRIERS else ''}, "
                 f"training T = {list(self.temperatures)} K")
 
 
@@ -230,14 +238,14 @@ def _check_alloy(cfg: Any) -> None:
                    f"system.kra_e0 has {len(s.kra_e0)} values (allowed: one per element, {len(s.elements)})")
         for i, e in enumerate(s.kra_e0):
             c._require(e >= 0, f"system.kra_e0[{i}]={e} out of range (allowed: >= 0 eV)")
-        if s.energy == "ase":
-            c._require(":" in s.ase_calculator,
-                       f"system.ase_calculator={s.ase_calculator!r} must be 'module:Class' for energy='ase'")
-            c._positive("system.ase_cutoff", s.ase_cutoff)
     else:
         c._require(tuple(s.elements) == ("Nb", "Mo", "Ta"),
-                   f"system.elements={list(s.elements)} not allowed with barrier='nnk' "
+                   f"system.elements={list(s.elements)} not allowed with barrier={s.barrier!r} "
                    "(the NNK network is trained on Nb, Mo, Ta; use barrier='kra')")
+    if s.barrier in ENERGY_BARRIERS and s.energy == "ase":
+        c._require(":" in s.ase_calculator,
+                   f"system.ase_calculator={s.ase_calculator!r} must be 'module:Class' for energy='ase'")
+        c._positive("system.ase_cutoff", s.ase_cutoff)
     c._require(len(ref.temperatures) >= 1, "reference.temperatures must list at least one temperature")
     for i, T in enumerate(ref.temperatures):
         c._require(T > 0, f"reference.temperatures[{i}]={T} out of range (allowed: > 0 K)")
@@ -258,32 +266,42 @@ def _check_elements(c: Any, s: AlloySystemConfig) -> None:
                    f"system.composition={list(s.composition)} out of range (allowed: fractions >= 0 summing to 1)")
 
 
-def _barrier_model(s: AlloySystemConfig) -> Any:
-    from matscale.systems.alloy import NNKBarrierModel
-    from matscale.systems.alloy.kra import KRABarrierModel
-
-    if s.barrier == "nnk":
-        return NNKBarrierModel()
+def _energy_model(s: AlloySystemConfig) -> Any:
+    """The ``energy`` model of a "kra" or "nnk_consistent" section."""
     if s.energy == "eam":
         from matscale.calculators.lattice_eam import LatticeEAM
 
-        energy = LatticeEAM.from_setfl(s.potential)
-    elif s.energy == "lammps":
+        return LatticeEAM.from_setfl(s.potential)
+    if s.energy == "lammps":
         from matscale.calculators.lammps import LammpsEngine
 
-        energy = LammpsEngine.eam_alloy(s.potential, elements=s.elements)
-    else:
-        import importlib
+        return LammpsEngine.eam_alloy(s.potential, elements=s.elements)
+    import importlib
 
-        from matscale.calculators.ase_local import ASELocalEnergy
+    from matscale.calculators.ase_local import ASELocalEnergy
 
-        module, _, name = s.ase_calculator.partition(":")
-        try:
-            calculator = getattr(importlib.import_module(module), name)()
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"system.ase_calculator={s.ase_calculator!r} cannot be loaded: {exc}") from None
-        energy = ASELocalEnergy(calculator, cutoff=s.ase_cutoff)
-    return KRABarrierModel(energy, dict(zip(s.elements, s.kra_e0)))
+    module, _, name = s.ase_calculator.partition(":")
+    try:
+        calculator = getattr(importlib.import_module(module), name)()
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"system.ase_calculator={s.ase_calculator!r} cannot be loaded: {exc}") from None
+    return ASELocalEnergy(calculator, cutoff=s.ase_cutoff)
+
+
+def _barrier_model(s: AlloySystemConfig) -> Any:
+    from matscale.systems.alloy.nnk import ConsistentNNKBarrierModel, NNKBarrierModel
+
+    if s.barrier not in BARRIERS:
+        raise ValueError(f"system.barrier={s.barrier!r} is not allowed (allowed: {', '.join(BARRIERS)})")
+    if s.barrier == "nnk":
+        return NNKBarrierModel()
+    if s.barrier == "nnk_symmetric":
+        return NNKBarrierModel(symmetrise=True)
+    if s.barrier == "nnk_consistent":
+        return ConsistentNNKBarrierModel(_energy_model(s), NNKBarrierModel(symmetrise=True))
+    from matscale.systems.alloy.kra import KRABarrierModel
+
+    return KRABarrierModel(_energy_model(s), dict(zip(s.elements, s.kra_e0)))
 
 
 def _build_alloy(section: AlloySystemConfig) -> Any:

@@ -12,7 +12,8 @@ from matscale.systems.alloy.lattice import (
     lattice_from_atoms,
     random_solid_solution,
 )
-from matscale.systems.alloy.nnk import NNKBarrierModel
+from matscale.systems.alloy.balance import kolmogorov_cycle_sums, mirror_deviations
+from matscale.systems.alloy.nnk import ConsistentNNKBarrierModel, NNKBarrierModel
 from matscale.systems.alloy.sro import (
     DeltaObserver,
     WarrenCowleyObserver,
@@ -30,6 +31,7 @@ __all__ = [
     "AlloySystem",
     "BOLTZMANN_EV_PER_K",
     "BCCLattice",
+    "ConsistentNNKBarrierModel",
     "DeltaObserver",
     "KMCEventLog",
     "NEIGHBOR_OFFSETS",
@@ -38,6 +40,8 @@ __all__ = [
     "SwapMCEnsemble",
     "VacancyKMC",
     "WarrenCowleyObserver",
+    "kolmogorov_cycle_sums",
+    "mirror_deviations",
     "lattice_from_atoms",
     "pair_counts",
     "pair_labels",

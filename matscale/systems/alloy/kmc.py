@@ -1,9 +1,17 @@
 """Rejection-free vacancy kinetic Monte Carlo on a BCC lattice, with any barrier model.
 
-Law (exact): every vacancy v may exchange with each of its 8 first neighbours t at rate
+Law: every vacancy v may exchange with each of its 8 first neighbours t at rate
 ``k = nu0 * exp(-E_b(v -> t) / (k_B T))`` (s⁻¹, k_B = 8.617333e-5 eV/K); a jump onto another
 vacancy has E_b = inf (rate 0). The next event is drawn with probability k / R_tot, the waiting
-time is exponential with mean 1 / R_tot (seconds).
+time is exponential with mean 1 / R_tot (seconds). The simulation of this continuous-time Markov
+chain is exact (rejection-free, no time discretisation); what it relaxes to is the barrier
+model's business. Only models with E_b(i -> j) − E_b(j -> i) = E_j − E_i for an energy E (KRA
+on an energy model, :class:`~matscale.systems.alloy.nnk.ConsistentNNKBarrierModel`) have the
+Boltzmann distribution exp(−E / k_B T) as stationary state (detailed balance). The raw NNK
+network (:class:`NNKBarrierModel`, symmetrised or not) does not: its barrier sums around closed
+loops of hops are not zero (Kolmogorov's criterion fails, see
+:mod:`matscale.systems.alloy.balance`), so its stationary state is a non-equilibrium steady
+state carrying probability currents around loops, not a detailed-balance (Boltzmann) state.
 
 Cost per step does not grow with the vacancy count:
 - each vacancy's 8 rates are cached; a sum tree over the vacancies' total rates selects the
@@ -14,8 +22,9 @@ Cost per step does not grow with the vacancy count:
   surroundings). They are found by scanning a fixed sphere of lattice offsets around a and b
   against a site -> vacancy map (O(1) per step).
 
-With an :class:`NNKBarrierModel` the whole event loop runs inside numba (``VacancyKMC.fused``,
-default True); any other barrier model is called from a Python loop through ``hop_barriers``.
+With an :class:`NNKBarrierModel` (raw or ``symmetrise=True``) the whole event loop runs inside
+numba (``VacancyKMC.fused``, default True); any other barrier model (KRA,
+``ConsistentNNKBarrierModel``) is called from a Python loop through ``hop_barriers``.
 Both loops consume the random numbers identically and give the same trajectory (rates agree to
 float rounding, ~1e-7 relative, as exp and sums are compiled in two contexts).
 
@@ -133,7 +142,7 @@ def _set_rates(tree, n_leaves, rates, slots, barriers, vac_sites, neighbors1, in
 @nb.njit(cache=True)
 def _run_block_nnk(n_max, time, t_end, uniforms, tree, n_leaves, rates, vac_sites, slot_of_site, species,
                    neighbors1, sphere, doubled, box, stamp, stamp_value, affected, in_region, nu0, beta,
-                   env_offsets, first_shell, w1, b1, w_hidden, b_hidden, w_out, b_out,
+                   env_offsets, first_shell, image_sites, w1, b1, w_hidden, b_hidden, w_out, b_out,
                    cache_keys, cache_values, cache_used, stats,
                    log_time, log_from, log_to, log_species, log_rate):
     """Up to ``n_max`` kMC steps with NNK barriers, all in numba; uses uniforms[2 k], [2 k + 1]
@@ -162,8 +171,8 @@ def _run_block_nnk(n_max, time, t_end, uniforms, tree, n_leaves, rates, vac_site
         for k in range(n_aff):
             sites[k] = vac_sites[slots[k]]
         barriers = np.empty((n_aff, 8), np.float64)
-        _nnk_hop_barriers(species, doubled, box, sites, env_offsets, first_shell, w1, b1, w_hidden, b_hidden,
-                          w_out, b_out, cache_keys, cache_values, cache_used, stats, barriers)
+        _nnk_hop_barriers(species, doubled, box, sites, env_offsets, first_shell, image_sites, w1, b1, w_hidden,
+                          b_hidden, w_out, b_out, cache_keys, cache_values, cache_used, stats, barriers)
         _set_rates(tree, n_leaves, rates, slots, barriers, vac_sites, neighbors1, in_region, nu0, beta)
         done += 1
     return done, time, 0, stamp_value
