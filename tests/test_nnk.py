@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from matscale.potentials import potential_path
 from matscale.systems.alloy.lattice import BCCLattice, random_solid_solution
@@ -217,3 +218,26 @@ def test_config_barrier_choices():
         loads_config(CONFIG.format(barrier="nnk_consistent", extra='elements = ["Nb", "Mo", "W"]'))
     with pytest.raises(ConfigError, match="system.ase_calculator"):
         loads_config(CONFIG.format(barrier="nnk_consistent", extra='energy = "ase"'))
+
+
+@pytest.mark.parametrize("symmetrise", [False, True])
+def test_torch_path_agrees_with_the_numba_kernel(symmetrise):
+    """hop_barriers_torch (the batched torch path that runs on CUDA) against the numba kernel on
+    CPU: the same float32 network, so the barriers agree to float32 rounding of sums of ~10
+    terms of order 1 eV (bound 1e-5 eV); blocked jumps (target = vacancy) are inf in both."""
+    from matscale.alloy import random_solid_solution
+
+    lat = random_solid_solution({"Nb": 1 / 3, "Mo": 1 / 3, "Ta": 1 / 3}, 8, n_vacancies=4, rng=0)
+    vac = np.flatnonzero(lat.species == 0)
+    lat.species[lat.neighbors(1)[vac[0], 2]] = 0  # a divacancy: two blocked jumps
+    vac = np.flatnonzero(lat.species == 0)
+    model = NNKBarrierModel(symmetrise=symmetrise)
+    numba_path = model.hop_barriers(lat, vac)
+    torch_path = model.hop_barriers_torch(lat, vac, device="cpu")
+    finite = np.isfinite(numba_path)
+    np.testing.assert_array_equal(finite, np.isfinite(torch_path))
+    assert (~finite).sum() == 2
+    np.testing.assert_allclose(torch_path[finite], numba_path[finite], atol=1e-5)
+    if torch.cuda.is_available():  # on a GPU machine, CUDA against CPU
+        np.testing.assert_allclose(model.hop_barriers_torch(lat, vac, device="cuda")[finite],
+                                   numba_path[finite], atol=1e-4)

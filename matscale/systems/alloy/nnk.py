@@ -551,6 +551,51 @@ class NNKBarrierModel:
                           *self.kernel_arrays(), out)
         return out
 
+    def environments(self, lattice: BCCLattice, vacancy_sites: np.ndarray) -> np.ndarray:
+        """Species codes float32 [M, 112] of the environment sites of each vacancy (the vacancy
+        itself excluded; other vacancies are 0), in the order of :func:`environment_offsets`."""
+        self.check_lattice(lattice)
+        sites = np.atleast_1d(np.asarray(vacancy_sites, dtype=np.int64))
+        neighbours = lattice.site_index(lattice.doubled_coords[sites][:, None, :] + self._env_offsets[None])
+        return lattice.species[neighbours].astype(np.float32)
+
+    def hop_barriers_torch(self, lattice: BCCLattice, vacancy_sites: np.ndarray,
+                           device: str | Any = "cuda") -> np.ndarray:
+        """:meth:`hop_barriers` evaluated with torch on ``device`` ("cuda" for a GPU, "cpu"):
+        the same network (BatchNorm folded, float32) on the environments of all vacancies in one
+        batch, without the cache. Agrees with :meth:`hop_barriers` to float32 rounding
+        (~1e-5 eV); ``inf`` where the target site holds a vacancy. For many vacancies at once
+        (large boxes, batched patches); the kMC loop keeps the numba kernel."""
+        import torch
+
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device: 'cuda' requested but torch.cuda.is_available() is False")
+        sites = np.atleast_1d(np.asarray(vacancy_sites, dtype=np.int64))
+        env = torch.as_tensor(self.environments(lattice, sites), device=dev)
+        w_hidden = torch.as_tensor(self._w_hidden, device=dev)
+        b_hidden = torch.as_tensor(self._b_hidden, device=dev)
+        w_out, b_out = torch.as_tensor(self._w_out, device=dev), float(self._b_out)
+        with torch.no_grad():
+            if self.symmetrise:  # every image of every jump: canonical voxel c <- env[table[c]]
+                table = torch.as_tensor(self._image_sites_symmetric, dtype=torch.int64, device=dev)
+                images = env[:, table]                                    # [M, 8·G, 112]
+                h = images @ torch.as_tensor(self._w1_canonical, device=dev) \
+                    + torch.as_tensor(self._b1_canonical, device=dev)
+            else:  # the 8 jump images folded into one first layer
+                h = env @ torch.as_tensor(self._w1, device=dev) + torch.as_tensor(self._b1, device=dev)
+                h = h.view(len(sites), 8, _HIDDEN)
+            h = torch.relu(h)
+            for layer in range(w_hidden.shape[0]):
+                h = torch.relu(h @ w_hidden[layer] + b_hidden[layer])
+            out = (h @ w_out + b_out)
+            if self.symmetrise:
+                out = out.view(len(sites), 8, -1).mean(dim=2)
+        barriers = out.cpu().numpy().astype(np.float64)
+        targets = lattice.neighbors(1)[sites]
+        barriers[lattice.species[targets] == 0] = np.inf
+        return barriers
+
     def kernel_arrays(self) -> tuple:
         """Arrays the numba kernel ``_nnk_hop_barriers`` takes after ``vacancy_sites`` (used by
         the fused kMC loop): offsets, image table (empty for the raw folded path), weights,
