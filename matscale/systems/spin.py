@@ -460,6 +460,53 @@ class Ising2D(_GlauberSpinSystem):
         self.class_rates = _glauber.ising_class_rates(self.beta, self.J, self.h)
         self._topologies: dict[tuple[int, int, bool], np.ndarray] = {}
 
+    def evolve_windows_torch(self, states: np.ndarray, origins, size: int, *, duration: float,
+                             seed: int = 0, device: str = "cuda") -> np.ndarray:
+        """Frozen-exterior window evolution of many states at once with torch on ``device``
+        (a GPU path for batched partial evolution; CPU stays :meth:`evolve_windows`).
+
+        ``states`` int8 [B, L, L] (modified in place), ``origins`` int [B, 2] (one square window
+        of side ``size`` per state), ``duration`` in Glauber time. Exact in law, by
+        uniformisation: every window site attempts flips at rate 1 (a Poisson number of
+        attempts with mean size²·duration per state, each at a uniformly drawn window site),
+        and an attempt flips the spin with the Glauber probability 1 / (1 + exp(β ΔE)) ≤ 1,
+        so each spin flips at its Glauber rate. The random numbers come from one torch
+        generator seeded with ``seed``: the law is the numba kernel's, the paths are not.
+        """
+        import torch
+
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device: 'cuda' requested but torch.cuda.is_available() is False")
+        states = self._check_state(states, "states", batched=True)
+        side = _check_int("size", size, 1)
+        if side > self.L:
+            raise ValueError(f"size must be within [1, L={self.L}], got {side}")
+        origins = np.asarray(origins)
+        if origins.shape != (len(states), 2) or not np.issubdtype(origins.dtype, np.integer):
+            raise ValueError(f"origins must be an integer array of shape ({len(states)}, 2), got {origins.shape}")
+        if not float(duration) > 0:
+            raise ValueError(f"duration must be > 0, got {duration}")
+        gen = torch.Generator(device=dev).manual_seed(int(seed))
+        spins = torch.as_tensor(states, device=dev).to(torch.float32)
+        B, L = spins.shape[0], self.L
+        rows0 = torch.as_tensor(origins[:, 0] % L, device=dev)
+        cols0 = torch.as_tensor(origins[:, 1] % L, device=dev)
+        n_attempts = torch.poisson(torch.full((B,), side * side * float(duration), device=dev), generator=gen)
+        batch = torch.arange(B, device=dev)
+        for k in range(int(n_attempts.max().item()) if B else 0):
+            active = n_attempts > k
+            r = (rows0 + torch.randint(0, side, (B,), device=dev, generator=gen)) % L
+            c = (cols0 + torch.randint(0, side, (B,), device=dev, generator=gen)) % L
+            s_i = spins[batch, r, c]
+            field = (spins[batch, (r + 1) % L, c] + spins[batch, (r - 1) % L, c]
+                     + spins[batch, r, (c + 1) % L] + spins[batch, r, (c - 1) % L])
+            delta_e = 2.0 * s_i * (self.J * field + self.h)
+            flip = active & (torch.rand(B, device=dev, generator=gen) < torch.sigmoid(-self.beta * delta_e))
+            spins[batch, r, c] = torch.where(flip, -s_i, s_i)
+        states[:] = spins.to(torch.int8).cpu().numpy()
+        return states
+
     def _check_size(self, size, periodic: bool) -> tuple[int, int]:
         height, width = super()._check_size(size, periodic)
         if periodic and min(height, width) < 2:
