@@ -12,7 +12,8 @@ by K, has covariance K·δt·σσᵀ; a mean of R draws, (K/R)·δt·σσᵀ); t
     python benchmarks/study_lambda.py CONFIG --factors 0.2,0.5,1,2,4 --out DIR
 
 Prints one row per λ: the test error (all paths) with its noise floor, the stationary MMD² with
-its 95 % CI and, when the evaluate stage reports it, the time-averaged MMD² over time.
+its 95 % CI, the time-averaged MMD² over time (mean over conditions) and the ratio of the
+predicted to the direct stationary std of every observable.
 """
 from __future__ import annotations
 
@@ -31,10 +32,12 @@ def _row(metrics: dict, method: str = "ours") -> dict:
     out = {"test_error_all": r["test_error_all"], "floor": r.get("test_error_all_floor"),
            "mmd_stationary": r["mmd_stationary"]["mmd2"],
            "mmd_ci": (r["mmd_stationary"]["ci_low"], r["mmd_stationary"]["ci_high"])}
-    over_time = r.get("mmd_over_time")
-    if isinstance(over_time, dict) and "mean" in over_time:
-        out["mmd_over_time"] = over_time["mean"]
-        out["mmd_over_time_ci"] = (over_time.get("ci_low"), over_time.get("ci_high"))
+    over_time = r.get("mmd_over_time")  # one entry per condition
+    if isinstance(over_time, list) and over_time:
+        out["mmd_over_time"] = sum(c["mean"] for c in over_time) / len(over_time)
+    stationary = r["stationary"]
+    out["std_ratio"] = {name: stationary["predicted"][name]["std"] / stationary["direct"][name]["std"]
+                        for name in stationary["direct"]}
     return out
 
 
@@ -80,12 +83,13 @@ def main() -> None:
     rows = sweep(args.config, args.out, factors, quick=args.quick,
                  executor=f"dask-local:{args.dask_local}" if args.dask_local else None)
     print(f"{'p':>3} {'K':>3} {'λ':>7} {'λ/(K/R)':>8} {'test err':>10} {'floor':>9} {'MMD² stat':>10} "
-          f"{'95% CI':>20} {'MMD²(t) mean':>12}")
+          f"{'95% CI':>20} {'MMD²(t) mean':>12}  stationary std pred/direct")
     for r in rows:
         ci = f"[{r['mmd_ci'][0]:.3g}, {r['mmd_ci'][1]:.3g}]"
         over = f"{r['mmd_over_time']:.3g}" if "mmd_over_time" in r else "-"
         print(f"{r['p']:>3} {r['K']:>3} {r['lam']:>7.3g} {r['factor']:>8.3g} {r['test_error_all']:>10.3g} "
-              f"{r['floor'] or float('nan'):>9.2g} {r['mmd_stationary']:>10.3g} {ci:>20} {over:>12}")
+              f"{r['floor'] or float('nan'):>9.2g} {r['mmd_stationary']:>10.3g} {ci:>20} {over:>12}  "
+              + ", ".join(f"{k} {v:.2f}" for k, v in r["std_ratio"].items()))
 
 
 if __name__ == "__main__":
