@@ -56,27 +56,6 @@ def _predator_prey(quick: bool) -> list[dict]:
                 note=f"{steps} kernel steps, {torch_steps} torch steps per run, best of {repeats}")]
 
 
-def _estimator(quick: bool) -> list[dict]:
-    """Through the script's simulate / baselines / score_fit_sde (its own measure() once it has one):
-    fit_sde's errors against the best kernel regression on the same pairs, seed 0."""
-    be = importlib.import_module("benchmarks.bench_estimator")
-    if hasattr(be, "measure"):
-        return be.measure(quick=quick)
-    pairs, seed = (5000 if quick else 30_000), 0
-    rows = []
-    for system in be.SYSTEMS:
-        data = be.simulate(system, pairs, seed)
-        points = be.support_points(data["z0"])
-        base = be.baselines(data, points, system, seed)
-        fit = be.score_fit_sde(data, points, system, seed, {})
-        for key, label in (("drift", "drift"), ("cov", "Sigma")):
-            rows.append(row(f"fit_sde {label} error, {system.name}, {pairs} pairs", fit[key], "rel. L2 error",
-                            baseline="best kernel regression (Nadaraya-Watson / local linear)",
-                            baseline_value=min(v[key] for v in base.values()), higher_is_better=False,
-                            note=f"seed {seed}; fit {fit['seconds']:.1f} s, {fit['epochs']} epochs"))
-    return rows
-
-
 BENCHMARKS = {b.name: b for b in (
     Benchmark("spin_kernels", "Ising / Curie-Weiss n-fold kernels vs the O(N)-per-event kernel",
               _module("benchmarks.bench_spin_kernels")),
@@ -93,8 +72,8 @@ BENCHMARKS = {b.name: b for b in (
     Benchmark("predator_prey", "predator-prey EM kernel vs a plain torch loop", _predator_prey),
     Benchmark("executors", "per-task scheduling overhead; partial evolution on 2 workers vs inline",
               _module("benchmarks.bench_executors")),
-    Benchmark("estimator", "accuracy: fit_sde vs kernel regression on noise-dominated pairs", _estimator,
-              default=False),
+    Benchmark("estimator", "accuracy: fit_sde vs kernel regression on noise-dominated pairs",
+              _module("benchmarks.bench_estimator"), default=False),
     Benchmark("sde_recovery", "accuracy: drift / Sigma errors on the benchmark SDEs",
               _module("benchmarks.bench_sde_recovery"), default=False),
 )}

@@ -151,3 +151,52 @@ def test_other_options():
     with pytest.raises(ValueError) as ei:
         fit_sde(z0, z1, dt, drift_prior=lambda z, p: z[:, :1], **FAST)
     _check_one_line(ei, "drift_prior")
+
+
+@pytest.mark.parametrize("option,first,second", [
+    ("drift_scheme", "euler", "heun"), ("floor", 1e-4, 1e-3), ("jitter", 1e-6, 1e-5)])
+def test_resume_refuses_a_checkpoint_with_other_options(tmp_path, option, first, second):
+    z0, z1, dt = _pairs(n=200)
+    fit_sde(z0, z1, dt, checkpoint_dir=tmp_path, **FAST, **{option: first})
+    resumed = fit_sde(z0, z1, dt, checkpoint_dir=tmp_path, **(FAST | {"epochs": 2}), **{option: first})
+    assert len(resumed.history["train"]) == 2  # the same options resume
+    with pytest.raises(ValueError) as ei:
+        fit_sde(z0, z1, dt, checkpoint_dir=tmp_path, **(FAST | {"epochs": 2}), **{option: second})
+    _check_one_line(ei, "checkpoint_dir")
+    assert f"different {option} " in str(ei.value)
+
+
+def test_resume_refuses_a_checkpoint_with_another_drift_prior(tmp_path):
+    z0, z1, dt = _pairs(n=200)
+
+    def prior(z, p):
+        return -z
+
+    fit_sde(z0, z1, dt, checkpoint_dir=tmp_path, drift_prior=prior, **FAST)
+    resumed = fit_sde(z0, z1, dt, checkpoint_dir=tmp_path, drift_prior=prior, **(FAST | {"epochs": 2}))
+    assert len(resumed.history["train"]) == 2
+
+    def prior(z, p):  # noqa: F811 -- same name, other values: caught by the values' fingerprint
+        return -2.0 * z
+
+    for other in (prior, None):
+        with pytest.raises(ValueError) as ei:
+            fit_sde(z0, z1, dt, checkpoint_dir=tmp_path, drift_prior=other, **(FAST | {"epochs": 2}))
+        _check_one_line(ei, "checkpoint_dir")
+        assert "different drift_prior" in str(ei.value)
+
+
+def test_one_dimensional_z_with_a_scalar_step_is_said_out_loud():
+    """A 1-D z0 of N values with one scalar dt is read as N pairs of a 1-D state, with a warning
+    that says so and how to be explicit; [N, 1], or per-pair steps, are unambiguous (no warning)."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    z0 = rng.normal(size=200)
+    z1 = z0 - 0.01 * z0 + 0.1 * rng.normal(size=200)
+    with pytest.warns(UserWarning, match=r"z0 is 1-D \(shape \[200\]\).*z0\[:, None\]"):
+        fit_sde(z0, z1, 0.01, epochs=1, hidden=(4,), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit_sde(z0[:, None], z1[:, None], 0.01, epochs=1, hidden=(4,), progress=False)
+        fit_sde(z0, z1, np.full(200, 0.01), epochs=1, hidden=(4,), progress=False)

@@ -2,8 +2,17 @@
 
 Training runs in the standardised frame of ``models.py``. The data live in one tensor on the
 device and each epoch indexes it with a seeded permutation (no DataLoader, no per-sample Python
-work). AdamW, ReduceLROnPlateau or cosine schedule, early stopping on a held-out fraction of the
-training pairs, checkpoints with resume, and a clear stop on a NaN/inf loss.
+work). AdamW, a learning-rate schedule, checkpoints with resume, and a clear stop on a NaN/inf loss.
+
+Built for noise-dominated pairs (per-pair signal-to-noise |sigma^-1 mu| sqrt(dt) well below 1,
+as in partial-evolution data), where the validation NLL barely resolves the drift:
+    * the fit starts from the weighted least-squares linear drift and constant noise, and the
+      linear drift is stepped in units of the drift's scale;
+    * a power-function moving average of the weights is what is validated and returned;
+    * early stopping and the plateau schedule count only improvements larger than one standard
+      error of the per-pair validation difference, with patience in training pairs, not epochs;
+    * the networks replace the starting linear model only if they beat it clearly.
+``benchmarks/bench_estimator.py`` compares the result with kernel regression on the same pairs.
 """
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +39,24 @@ from .models import ACTIVATIONS, DIFFUSION_KINDS, SDEModel
 SCHEDULES = ("plateau", "cosine", "none")
 DRIFT_SCHEMES = ("euler", "heun")
 CHECKPOINT_FILE = "checkpoint.pt"
+# The fitted networks replace the starting linear model (weighted least-squares drift, constant
+# noise) only if their validation NLL is lower by more than START_MARGIN standard errors of the
+# per-pair difference. The epoch compared is chosen among many after looking at the validation
+# pairs, so its apparent gain is biased upwards (in pairs from a linear SDE, gains of 1-1.7 SE
+# over the start are typical noise); at 2 SE a single one-sided comparison passes noise 2.3 % of
+# the time. When the data show no structure beyond the linear model, that model is the better
+# estimate: networks trained on them only add fitted noise.
+START_MARGIN = 2.0
+# Default early-stopping patience: 20 epochs, but at least 10^6 training pairs' worth of
+# optimiser steps (500 steps at the default batch). Each Adam step moves a weight by about lr,
+# whatever the data size, so learning the drift from noisy increments takes a number of steps,
+# not of epochs: with 10^4 pairs an epoch is only 5 steps.
+PATIENCE_EPOCHS = 20
+PATIENCE_SAMPLES = 1_000_000
+# options a resumed run must share with the checkpointed one (the others, e.g. epochs, may change)
+RESUME_KEYS = ("dim", "n_params", "diffusion", "hidden", "activation", "floor", "loss", "lam", "drift_scheme",
+               "jitter", "drift_prior", "drift_prior_fingerprint", "seed", "data_fingerprint",
+               "validation_fraction", "dtype", "weight_average")
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -65,6 +93,10 @@ def _validate_inputs(z0, z1, dt, params) -> tuple[np.ndarray, np.ndarray, np.nda
     if n < 2:
         raise ValueError(f"z0: need at least 2 pairs, got {n}")
     dta = np.asarray(dt.detach().cpu().numpy() if isinstance(dt, torch.Tensor) else dt, dtype=np.float64)
+    if np.ndim(z0) == 1 and dta.ndim == 0:  # [N] with one scalar step: say how it was read
+        warnings.warn(f"z0 is 1-D (shape [{n}]): taken as {n} pairs of a one-dimensional state; "
+                      "pass z0[:, None] (shape [N, 1]) to say so, or shape [1, d] for one "
+                      "d-dimensional state", UserWarning, stacklevel=3)
     if dta.ndim == 0:
         dta = np.full(n, float(dta))
     dta = dta.reshape(-1) if dta.ndim == 2 and dta.shape[1] == 1 else dta
@@ -136,20 +168,29 @@ def _output_scales(u0: np.ndarray, du: np.ndarray, s: np.ndarray, p_std: np.ndar
                    lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Typical drift [u per scaled time] and sigma [u per sqrt scaled time] per component.
 
-    A weighted least-squares linear drift du ~ s (A u + b) (weights 1/s, the EM noise variance
-    scaling) gives the drift scale (RMS of the linear drift) and, from its residuals, the noise
-    scale sqrt(mean(res^2 / s) / lam). Floors keep both positive for (near-)deterministic parts.
-    Also returns the linear drift (matrix [d + q, d] acting on [u, p_std], offset [d]) the model
-    starts from.
+    Weighted least squares du ~ s f(u, p) (weights 1/s, the EM noise variance scaling) with f an
+    additive cubic polynomial of the standardised inputs gives the drift scale (RMS of f) and,
+    from its residuals, the noise scale sqrt(mean(res^2 / s) / lam). A linear f would do for the
+    noise, but not for the drift scale: for a drift like z - z^3 on a symmetric support the best
+    linear fit is ~0, and the networks (whose output is in units of the drift scale) would start
+    far too small. Floors keep both scales positive for (near-)deterministic parts.
+    Also returns the weighted least-squares linear drift (matrix [d + q, d] acting on [u, p_std],
+    offset [d]) the model starts from.
     """
-    feats = np.hstack([u0] + ([] if p_std is None else [p_std]) + [np.ones((u0.shape[0], 1))])
+    inputs = u0 if p_std is None else np.hstack([u0, p_std])
+    ones = np.ones((u0.shape[0], 1))
     root = np.sqrt(s)[:, None]
-    coef, *_ = np.linalg.lstsq(feats * root, du / root, rcond=None)
-    lin_drift = feats @ coef
-    res = du - lin_drift * s[:, None]
+
+    def wls(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        coef, *_ = np.linalg.lstsq(feats * root, du / root, rcond=None)
+        return coef, feats @ coef
+
+    coef, _ = wls(np.hstack([inputs, ones]))
+    _, cubic = wls(np.hstack([inputs, inputs**2, inputs**3, ones]))
+    res = du - cubic * s[:, None]
     diff_scale = np.sqrt(np.mean(res**2 / s[:, None], axis=0) / lam)
     diff_scale = np.maximum(diff_scale, 1e-3 * diff_scale.max() + 1e-12)
-    drift_scale = np.sqrt(np.mean(lin_drift**2, axis=0))
+    drift_scale = np.sqrt(np.mean(cubic**2, axis=0))
     drift_scale = np.maximum(drift_scale, 1e-2 * max(drift_scale.max(), diff_scale.max()))
     return drift_scale, diff_scale, coef[:-1], coef[-1]
 
@@ -208,9 +249,9 @@ class _BatchLoss:
             dsigma = torch.stack(grads, dim=1)
             return milstein_nll(du, s, mu, sigma, dsigma)
 
-    def mean_over(self, data: torch.Tensor, chunk: int = 65536) -> float:
-        """Mean NLL over ``data`` without parameter gradients."""
-        total = 0.0
+    def values_over(self, data: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+        """Per-pair NLL [n] (float64) over ``data`` without parameter gradients."""
+        parts = []
         for start in range(0, data.shape[0], chunk):
             block = data[start:start + chunk]
             if self.loss == "milstein":
@@ -218,8 +259,67 @@ class _BatchLoss:
             else:
                 with torch.no_grad():
                     value = self.per_sample(block)
-            total += float(value.sum())
-        return total / max(data.shape[0], 1)
+            parts.append(value.to(torch.float64))
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=data.device)
+
+
+# ====================================================================== optimisation helpers
+def _start_at_linear_fit(model: SDEModel) -> None:
+    """Zero the output layers: the untrained model is the weighted least-squares linear drift and
+    the constant residual noise of ``_output_scales``. The networks then only add what the pairs
+    support, instead of first unlearning a random function, which in noise-dominated data costs
+    many noisy steps."""
+    with torch.no_grad():
+        out = model.net.out_a if model.net is not None else model.drift_net.out
+        out.weight.zero_()
+        out.bias.zero_()
+        if model.net is not None:
+            model.net.out_b.weight.zero_()  # its bias already gives sigma = diag(diff_scale)
+
+
+class _LinearDriftSteps:
+    """Optimiser steps of the linear drift (L, c) in units of ``drift_scale``.
+
+    The network part of the drift is ``drift_scale * net``, so Adam's steps (~lr per parameter,
+    whatever the gradient's size) are relative to the drift's own scale. L and c act on the
+    standardised state directly; in data with short steps and weak signal their natural size is
+    ``drift_scale`` (often << 1), and an unscaled Adam step of lr would jitter the linear drift by
+    a large fraction of itself. Scaling each update by drift_scale is Adam on L / drift_scale.
+    """
+
+    def __init__(self, model: SDEModel):
+        self.params = (model.drift_linear, model.drift_offset)
+        self.scale = model.drift_scale.detach().clone()
+        self.before: tuple[torch.Tensor, ...] = ()
+
+    def remember(self) -> None:
+        self.before = tuple(p.detach().clone() for p in self.params)
+
+    def rescale(self) -> None:
+        with torch.no_grad():
+            for p, old in zip(self.params, self.before):
+                p.copy_(old + (p - old) * self.scale)
+
+
+class _PowerAverage:
+    """Power-function exponential moving average of the weights (Karras et al. 2024, "Analyzing
+    and improving the training dynamics of diffusion models", arXiv 2312.02696, eq. 3): after
+    optimiser step t, avg <- b_t avg + (1 - b_t) w_t with b_t = (1 - 1/t)^(gamma + 1), which
+    weighs the iterate of step s in proportion to s^gamma. The average spans a fixed fraction of
+    the run (no step-count tuning, no bias towards the initial weights) and removes most of the
+    noise that noisy gradients put into the last iterate (Polyak & Juditsky 1992)."""
+
+    def __init__(self, model: SDEModel, gamma: float):
+        self.model = copy.deepcopy(model)
+        self.gamma = float(gamma)
+        self.steps = 0
+
+    def update(self, model: SDEModel) -> None:
+        self.steps += 1
+        weight = 1.0 - (1.0 - 1.0 / self.steps) ** (self.gamma + 1.0)
+        with torch.no_grad():
+            for avg, p in zip(self.model.parameters(), model.parameters()):
+                avg.lerp_(p, weight)
 
 
 # ====================================================================== checkpoints
@@ -240,13 +340,14 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
             diffusion: str = "cholesky", drift_prior: DriftPrior | None = None,
             hidden: Sequence[int] = (64, 64, 64), activation: str = "silu", epochs: int = 200,
             batch_size: int = 2000, lr: float = 2e-3, weight_decay: float = 0.0,
-            schedule: str = "plateau", patience: int = 20, seed: int = 0,
+            schedule: str = "plateau", patience: int | None = None, seed: int = 0,
             device: str | torch.device | None = None, validation_fraction: float = 0.1,
             checkpoint_dir: str | Path | None = None, checkpoint_every: int = 10,
             progress: bool = True, jitter: float = 1e-6, floor: float = 1e-4,
             dtype: str = "float32", grad_clip: float | None = None,
             callback: Callable[[int, SDEModel, dict[str, list]], None] | None = None,
-            num_threads: int | None = None, drift_scheme: str = "euler") -> FittedSDE:
+            num_threads: int | None = None, drift_scheme: str = "euler",
+            weight_average: float | None = 7.0) -> FittedSDE:
     """Fit dz = mu(z, p) dt + sigma(z, p) dW to pairs z0 -> z1 after steps dt.
 
     Parameters
@@ -262,10 +363,18 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
     drift_prior: known part of the drift, ``prior(z [B, d] tensor, params [B, q] tensor or None)
         -> [B, d]`` in [z]/[t]; the network learns the residual.
     hidden, activation: widths and activation of the drift and diffusion MLPs.
-    epochs, batch_size, lr, weight_decay: AdamW training settings.
-    schedule: "plateau" (ReduceLROnPlateau on the validation NLL, factor 0.5), "cosine" or "none".
-    patience: early stopping after this many epochs without a validation improvement.
-    seed: seeds the split, the initial weights and the batch order (same seed -> same result).
+    epochs, batch_size, lr, weight_decay: AdamW training settings (epochs is an upper bound).
+    schedule: "plateau" (halve the learning rate after max(2, patience // 4) epochs without a
+        significant validation improvement, see ``patience``), "cosine" or "none".
+    patience: early stopping after max(patience, k // 2) epochs without a significant validation
+        improvement, k the epoch of the last one; None: 20 epochs or 10^6 training pairs' worth
+        of steps, whichever is longer (``PATIENCE_EPOCHS``, ``PATIENCE_SAMPLES``). Significant: the
+        mean validation NLL is lower than at the last significant improvement by more than one
+        standard error of the per-pair difference. In noise-dominated pairs the validation NLL
+        moves by less than its own noise for long stretches while the fit still improves; a plain
+        "no new minimum" rule then stops on noise, long before the networks have learned the drift.
+    seed: seeds the split, the initial weights and the batch order (same seed -> same result);
+        torch's global random state is left as it was.
     device: None/"cpu" or "cuda".
     validation_fraction: share of the pairs held out for early stopping and the schedule.
     checkpoint_dir: if given, a checkpoint is written every ``checkpoint_every`` epochs and at the
@@ -285,8 +394,20 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
         dt is not short against the fastest relaxation in the data: Euler then learns the drift
         averaged over the step, low by the factor (1 - exp(-r dt)) / (r dt) for relaxation rate r
         (12 % at r dt = 0.26), Heun is within 2 %. Not with "milstein" or a drift_prior.
+    weight_average: gamma >= 0 of a power-function moving average of the weights (profile
+        ~ step^gamma, about the last 1 / (gamma + 1) of the run; Karras et al. 2024, arXiv
+        2312.02696). The averaged weights are validated and returned: they carry much less of the
+        gradient noise than the last iterate, which in noise-dominated pairs is most of the error.
+        None: validate and return the raw weights.
 
-    Returns a FittedSDE (best validation weights) with ``history`` and ``config``.
+    Training starts from the weighted least-squares linear drift and the constant residual noise
+    (the networks' output layers start at zero) and steps the linear part of the drift in units
+    of the drift's scale, like the networks' output.
+
+    Returns a FittedSDE with ``history`` and ``config``. Its weights: those validated last, or
+    those with the lowest validation NLL if the last are worse by more than one standard error;
+    and the starting linear model (``best_epoch`` -1) if the networks do not beat it by
+    ``START_MARGIN`` standard errors on the validation pairs.
     Raises TrainingDivergedError (a FloatingPointError) on a NaN/inf loss.
     """
     z0a, z1a, dta, pa = _validate_inputs(z0, z1, dt, params)
@@ -300,6 +421,11 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
         raise ValueError(f"dtype: must be 'float32' or 'float64', got {dtype!r}")
     if int(checkpoint_every) < 1:
         raise ValueError(f"checkpoint_every: must be >= 1, got {checkpoint_every}")
+    if patience is not None and not (isinstance(patience, (int, np.integer)) and patience >= 1):
+        raise ValueError(f"patience: must be an int >= 1 or None, got {patience!r}")
+    if weight_average is not None and not (isinstance(weight_average, (int, float)) and math.isfinite(weight_average)
+                                           and weight_average >= 0):
+        raise ValueError(f"weight_average: must be a finite number >= 0 or None, got {weight_average!r}")
     if drift_prior is not None and not callable(drift_prior):
         raise TypeError(f"drift_prior: must be callable(z, params) -> [N, d], got {type(drift_prior).__name__}")
     dev = resolve_device(device)
@@ -327,6 +453,7 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
                                              None if p_std is None else p_std[train_idx],
                                              lam if loss == "partial" else 1.0)
     table = np.hstack([u0, du, s[:, None]] + ([] if p_std is None else [p_std]))
+    patience_epochs = _default_patience(len(train_idx)) if patience is None else int(patience)
     train_data = torch.as_tensor(table[train_idx], dtype=tdtype, device=dev)
     val_data = torch.as_tensor(table[val_idx], dtype=tdtype, device=dev)
 
@@ -335,8 +462,12 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
         "activation": activation, "floor": float(floor), "loss": loss, "lam": float(lam), "drift_scheme": drift_scheme,
         "jitter": float(jitter), "dtype": dtype,
         "drift_prior": None if drift_prior is None else getattr(drift_prior, "__name__", type(drift_prior).__name__),
+        # the prior's values on the pairs: a resumed run must subtract the same known drift
+        "drift_prior_fingerprint": (None if drift_prior is None
+                                    else hashlib.sha1(np.ascontiguousarray(prior).tobytes()).hexdigest()),
         "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr), "weight_decay": float(weight_decay),
-        "schedule": schedule, "patience": int(patience), "seed": int(seed),
+        "schedule": schedule, "patience": patience_epochs, "seed": int(seed),
+        "weight_average": None if weight_average is None else float(weight_average),
         "validation_fraction": float(validation_fraction), "n_pairs": int(n), "n_train": int(len(train_idx)),
         "n_val": int(n_val), "data_fingerprint": _fingerprint(z0a, z1a, dta, pa),
         "units": "drift [z]/[t], diffusion [z]/sqrt([t]), history NLL in nats per pair of physical z",
@@ -349,13 +480,17 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
     try:
-        torch.manual_seed(seed)  # initial weights; the batch order has its own generator below
-        model = build_model(config).to(dtype=tdtype)
+        # initial weights from the seed without touching the caller's global RNG state (the
+        # weights are drawn on the CPU; the batch order has its own generator in _train)
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(int(seed))
+            model = build_model(config).to(dtype=tdtype)
+        _start_at_linear_fit(model)
         _set_buffers(model, scales, drift_scale, diff_scale, linear, offset)
         model.to(dev)
         return _train(model, config, train_data, val_data, drift_prior=drift_prior, loss=loss, lam=lam,
                       epochs=int(epochs), batch_size=int(batch_size), lr=lr, weight_decay=weight_decay,
-                      schedule=schedule, patience=int(patience), seed=seed, device=dev,
+                      schedule=schedule, patience=patience_epochs, seed=seed, device=dev,
                       checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
                       checkpoint_every=int(checkpoint_every), progress=progress, jitter=jitter, grad_clip=grad_clip,
                       nll_offset=float(np.log(scales.z_scale).sum()), callback=callback)
@@ -382,12 +517,23 @@ def _make_optimizer(model: SDEModel, lr: float, weight_decay: float, device: tor
 
 
 def _make_scheduler(opt: torch.optim.Optimizer, schedule: str, epochs: int, patience: int):
-    if schedule == "plateau":
+    if schedule == "plateau":  # stepped with the reference NLL, which only falls on a significant improvement
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(2, patience // 4),
-                                                          min_lr=opt.param_groups[0]["lr"] * 1e-3)
+                                                          threshold=0.0, min_lr=opt.param_groups[0]["lr"] * 1e-3)
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=opt.param_groups[0]["lr"] * 1e-2)
     return None
+
+
+def _patience_left(bad_epochs: int, reference_epoch: int, patience: int) -> bool:
+    """Early stopping: max(patience, k // 2) epochs without a significant improvement, k the
+    epoch of the last one (the averaged weights change more slowly as the run gets longer)."""
+    return bad_epochs < max(patience, (reference_epoch + 1) // 2)
+
+
+def _default_patience(n_train: int) -> int:
+    """Epochs of patience: PATIENCE_EPOCHS, or PATIENCE_SAMPLES training pairs if that is longer."""
+    return max(PATIENCE_EPOCHS, math.ceil(PATIENCE_SAMPLES / max(n_train, 1)))
 
 
 def _train(model: SDEModel, config: dict[str, Any], train_data: torch.Tensor, val_data: torch.Tensor, *,
@@ -398,18 +544,59 @@ def _train(model: SDEModel, config: dict[str, Any], train_data: torch.Tensor, va
     opt = _make_optimizer(model, lr, weight_decay, device)
     sched = _make_scheduler(opt, schedule, epochs, patience)
     gen = make_generator(seed + 1, device)
+    linear_steps = _LinearDriftSteps(model)
+    gamma = config.get("weight_average")
+    average = None if gamma is None else _PowerAverage(model, gamma)
+    evaluated = model if average is None else average.model  # the weights that are validated and returned
+    val_loss = _BatchLoss(evaluated, loss, lam, jitter, config["drift_scheme"])
     history: dict[str, list] = {"train": [], "val": [], "lr": [], "seconds": [], "train_seconds": []}
-    best = {"value": math.inf, "epoch": -1, "state": copy.deepcopy(model.state_dict())}
+    has_val = val_data.shape[0] > 0
+    # "reference": the validated weights at the last significant improvement (per-pair NLL, epoch)
+    ref: dict[str, Any] = {"values": None, "epoch": -1}
+    best = {"value": math.inf, "epoch": -1, "state": copy.deepcopy(evaluated.state_dict())}
     bad_epochs, start_epoch = 0, 0
     ckpt_path = None if checkpoint_dir is None else checkpoint_dir / CHECKPOINT_FILE
 
+    # the starting linear model (the same in a resumed run: it follows from the data and the seed)
+    start = {"state": copy.deepcopy(model.state_dict()),
+             "values": val_loss.values_over(val_data) if has_val else None}
     if ckpt_path is not None and ckpt_path.exists():
-        start_epoch, bad_epochs = _resume(ckpt_path, config, model, opt, sched, gen, history, best)
+        start_epoch, bad_epochs = _resume(ckpt_path, config, model, opt, sched, gen, history, best, average, ref)
+    elif has_val:  # the starting model is the first reference and candidate
+        ref["values"] = start["values"]
+        best["value"] = float(start["values"].mean())
 
     def result(stop_reason: str) -> FittedSDE:
-        model.load_state_dict(best["state"])
-        cfg = dict(config, epochs_run=len(history["train"]), best_epoch=best["epoch"], stop_reason=stop_reason)
+        """The weights validated last, unless they are significantly worse (one standard error)
+        than those with the lowest validation NLL; then the starting linear model unless the
+        chosen weights beat it by START_MARGIN standard errors. In noise-dominated pairs the
+        validation NLL cannot rank the later epochs, and its minimum falls on an early, less
+        trained epoch about as often as not; the last weights had the most (and the least noisy)
+        training."""
+        epoch = best["epoch"]
+        if stop_reason == "diverged" or not has_val or not history["train"]:
+            model.load_state_dict(best["state"])
+        else:
+            last_epoch = len(history["train"]) - 1
+            last_state = copy.deepcopy(evaluated.state_dict())
+            last_values = val_loss.values_over(val_data)
+            model.load_state_dict(best["state"])
+            chosen = val_loss_of(model)
+            if epoch != last_epoch and bool(torch.isfinite(last_values).all()):
+                worse = last_values - chosen
+                if float(worse.mean()) <= _standard_error(worse):
+                    model.load_state_dict(last_state)
+                    epoch, chosen = last_epoch, last_values
+            if epoch >= 0:
+                gain = start["values"] - chosen
+                if not bool(torch.isfinite(gain).all()) or float(gain.mean()) <= START_MARGIN * _standard_error(gain):
+                    model.load_state_dict(start["state"])
+                    epoch = -1
+        cfg = dict(config, epochs_run=len(history["train"]), best_epoch=epoch, stop_reason=stop_reason)
         return FittedSDE(model, cfg, history, drift_prior)
+
+    def val_loss_of(m: SDEModel) -> torch.Tensor:
+        return _BatchLoss(m, loss, lam, jitter, config["drift_scheme"]).values_over(val_data)
 
     def checkpoint(epoch_done: int) -> None:
         if ckpt_path is None:
@@ -418,11 +605,14 @@ def _train(model: SDEModel, config: dict[str, Any], train_data: torch.Tensor, va
             "config_json": json.dumps(config), "history_json": json.dumps(history), "epoch": epoch_done,
             "bad_epochs": bad_epochs, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": None if sched is None else sched.state_dict(), "generator": gen.get_state(),
-            "best_value": best["value"], "best_epoch": best["epoch"], "best_state": best["state"]})
+            "best_value": best["value"], "best_epoch": best["epoch"], "best_state": best["state"],
+            "average": None if average is None else average.model.state_dict(),
+            "average_steps": 0 if average is None else average.steps,
+            "reference_values": ref["values"], "reference_epoch": ref["epoch"]})
 
     n_train = train_data.shape[0]
     stop_reason = "max_epochs"
-    if bad_epochs >= patience:  # the checkpointed run had already stopped early
+    if not _patience_left(bad_epochs, ref["epoch"], patience):  # the checkpointed run had already stopped early
         model.eval()
         return result("early_stopping")
     bar = tqdm(range(start_epoch, epochs), disable=not progress, desc="fit_sde", unit="epoch",
@@ -430,10 +620,11 @@ def _train(model: SDEModel, config: dict[str, Any], train_data: torch.Tensor, va
     model.train()
     for epoch in bar:
         t_start = time.perf_counter()
-        train_value = _run_epoch(model, batch_loss, opt, train_data, n_train, batch_size, gen, grad_clip)
+        train_value = _run_epoch(model, batch_loss, opt, train_data, n_train, batch_size, gen, grad_clip,
+                                 linear_steps, average)
         train_seconds = time.perf_counter() - t_start
-        val_value = batch_loss.mean_over(val_data) if val_data.shape[0] > 0 else train_value
-        monitor = val_value
+        values = val_loss.values_over(val_data) if has_val else None
+        val_value = float(values.mean()) if has_val else train_value
         if not (math.isfinite(train_value) and math.isfinite(val_value)):
             where = f" (last good checkpoint kept in {ckpt_path})" if ckpt_path is not None else ""
             raise TrainingDivergedError(
@@ -444,18 +635,20 @@ def _train(model: SDEModel, config: dict[str, Any], train_data: torch.Tensor, va
         history["lr"].append(opt.param_groups[0]["lr"])
         history["seconds"].append(time.perf_counter() - t_start)
         history["train_seconds"].append(train_seconds)
-        if not math.isfinite(best["value"]) or monitor < best["value"] - 1e-6 * abs(best["value"]):
-            best.update(value=monitor, epoch=epoch, state=copy.deepcopy(model.state_dict()))
+        if not math.isfinite(best["value"]) or val_value < best["value"] - 1e-6 * abs(best["value"]):
+            best.update(value=val_value, epoch=epoch, state=copy.deepcopy(evaluated.state_dict()))
+        if _significant(values, ref["values"], val_value, best):
+            ref.update(values=values if has_val else val_value, epoch=epoch)
             bad_epochs = 0
         else:
             bad_epochs += 1
         if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            sched.step(monitor)
+            sched.step(float(ref["values"].mean()) if has_val else ref["values"])
         elif sched is not None:
             sched.step()
         bar.set_postfix(train=f"{history['train'][-1]:.4f}", val=f"{history['val'][-1]:.4f}")
         done = epoch + 1
-        if bad_epochs >= patience:
+        if not _patience_left(bad_epochs, ref["epoch"], patience):
             stop_reason = "early_stopping"
             checkpoint(done)
             break
@@ -468,8 +661,27 @@ def _train(model: SDEModel, config: dict[str, Any], train_data: torch.Tensor, va
     return result(stop_reason)
 
 
+def _significant(values: torch.Tensor | None, reference: torch.Tensor | float | None, value: float,
+                 best: dict[str, Any]) -> bool:
+    """Is the validated model better than the reference by more than one standard error of the
+    per-pair NLL difference (the same validation pairs, so the shared noise cancels)? Without
+    validation pairs: is the training NLL a new minimum?"""
+    if reference is None:
+        return True
+    if values is None:
+        return best["value"] == value
+    diff = reference - values
+    return float(diff.mean()) > _standard_error(diff)
+
+
+def _standard_error(x: torch.Tensor) -> float:
+    n = x.shape[0]
+    return float(x.std()) / math.sqrt(n) if n > 1 else 0.0
+
+
 def _run_epoch(model: SDEModel, batch_loss: _BatchLoss, opt: torch.optim.Optimizer, data: torch.Tensor,
-               n_train: int, batch_size: int, gen: torch.Generator, grad_clip: float | None) -> float:
+               n_train: int, batch_size: int, gen: torch.Generator, grad_clip: float | None,
+               linear_steps: _LinearDriftSteps, average: _PowerAverage | None) -> float:
     perm = torch.randperm(n_train, generator=gen, device=data.device)
     total = torch.zeros((), dtype=data.dtype, device=data.device)
     for start in range(0, n_train, batch_size):
@@ -479,20 +691,27 @@ def _run_epoch(model: SDEModel, batch_loss: _BatchLoss, opt: torch.optim.Optimiz
         value.backward()
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        linear_steps.remember()
         opt.step()
+        linear_steps.rescale()
+        if average is not None:
+            average.update(model)
         total += value.detach() * batch.shape[0]
     return float(total) / n_train
 
 
 def _resume(path: Path, config: dict[str, Any], model: SDEModel, opt, sched, gen: torch.Generator,
-            history: dict[str, list], best: dict[str, Any]) -> tuple[int, int]:
+            history: dict[str, list], best: dict[str, Any], average: _PowerAverage | None,
+            ref: dict[str, Any]) -> tuple[int, int]:
     state = torch.load(path, map_location=model.z_loc.device, weights_only=True)
     saved = json.loads(state["config_json"])
-    for key in ("dim", "n_params", "diffusion", "hidden", "activation", "loss", "lam", "seed", "data_fingerprint",
-                "validation_fraction", "dtype"):
+    for key in RESUME_KEYS:
         if saved.get(key) != config.get(key):
             raise ValueError(f"checkpoint_dir: {path} holds a run with a different {key} "
                              f"({saved.get(key)!r} vs {config.get(key)!r}); use another directory")
+    if "reference_epoch" not in state:
+        raise ValueError(f"checkpoint_dir: {path} was written by an older matscale (no averaged weights); "
+                         "delete it or use another directory")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     if sched is not None and state["scheduler"] is not None:
@@ -500,4 +719,8 @@ def _resume(path: Path, config: dict[str, Any], model: SDEModel, opt, sched, gen
     gen.set_state(state["generator"].cpu() if gen.device.type == "cpu" else state["generator"])
     history.update(json.loads(state["history_json"]))
     best.update(value=state["best_value"], epoch=state["best_epoch"], state=state["best_state"])
+    if average is not None:
+        average.model.load_state_dict(state["average"])
+        average.steps = int(state["average_steps"])
+    ref.update(values=state["reference_values"], epoch=int(state["reference_epoch"]))
     return int(state["epoch"]), int(state["bad_epochs"])
