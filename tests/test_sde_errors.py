@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from matscale.sde import fit_sde
@@ -200,3 +201,21 @@ def test_one_dimensional_z_with_a_scalar_step_is_said_out_loud():
         warnings.simplefilter("error")
         fit_sde(z0[:, None], z1[:, None], 0.01, epochs=1, hidden=(4,), progress=False)
         fit_sde(z0, z1, np.full(200, 0.01), epochs=1, hidden=(4,), progress=False)
+
+
+def test_fit_uses_one_cpu_thread_by_default_and_restores_the_setting():
+    """The thread trap: torch's default thread count made fits up to 10x slower on a shared
+    machine; the default fit runs on one thread and leaves torch's setting as it was."""
+    rng = np.random.default_rng(0)
+    z0 = rng.normal(size=(300, 1))
+    z1 = z0 + 0.1 * rng.normal(size=(300, 1))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+    try:
+        fit_sde(z0, z1, 0.01, epochs=2, hidden=(4,), progress=False,
+                callback=lambda epoch, model, history: seen.append(torch.get_num_threads()))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

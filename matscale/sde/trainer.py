@@ -346,7 +346,7 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
             progress: bool = True, jitter: float = 1e-6, floor: float = 1e-4,
             dtype: str = "float32", grad_clip: float | None = None,
             callback: Callable[[int, SDEModel, dict[str, list]], None] | None = None,
-            num_threads: int | None = None, drift_scheme: str = "euler",
+            num_threads: int | None = 1, drift_scheme: str = "euler",
             weight_average: float | None = 7.0) -> FittedSDE:
     """Fit dz = mu(z, p) dt + sigma(z, p) dW to pairs z0 -> z1 after steps dt.
 
@@ -387,8 +387,11 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
     grad_clip: optional max gradient norm.
     callback: optional ``callback(epoch, model, history)`` called after each finished epoch (after
         its checkpoint), e.g. for custom logging or monitoring.
-    num_threads: torch CPU threads during the fit (restored afterwards); None keeps the current
-        setting. On a shared, oversubscribed machine 1 thread can be far faster than 2.
+    num_threads: torch CPU threads during the fit (restored afterwards). Default 1: the small
+        MLPs of an SDE fit gain little from more CPU threads and lose up to 10x when the cores are
+        shared (measured: 211 s with torch's default of 2 threads on a loaded 2-core machine,
+        17 s with one), so the default is never slower than one thread. None keeps torch's
+        setting; a larger number for big networks on an idle many-core machine.
     drift_scheme: mean of the modelled increment for "em" and "partial": "euler" (mu(z0) dt) or
         "heun" ((mu(z0) + mu(z0 + mu(z0) dt)) dt / 2, exact to second order in dt). Use "heun" when
         dt is not short against the fastest relaxation in the data: Euler then learns the drift
