@@ -497,8 +497,8 @@ class PredatorPreyConfig:
     grid_dim = 1
     cell_bytes = 16            # two float64 densities per grid point
     supports_closure = True    # closure.dim > 0: a closure of the continuous fields (1-D conv over (u, v))
-    default_closure = False    # off by default: in the quick study it raised the test error
-                               # (1.8e-4 without, 3.1e-4 with dim 1, 3.9e-4 with dim 2)
+    default_closure = False    # opt-in ([closure] dim); inputs/predator_prey.toml uses dim = 1
+                               # (quick test error 3.2e-4 without, 1.3e-4 with dim 1, 2.2e-4 dim 2)
 
     @property
     def size(self) -> int:
