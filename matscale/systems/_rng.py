@@ -86,3 +86,14 @@ def uniforms(seed: np.uint64, n: int) -> np.ndarray:
     for k in range(n):
         counter, out[k] = next_uniform(counter)
     return out
+
+
+def check_seeds(seeds, n_states: int) -> np.ndarray:
+    """``seeds`` as uint64 [n_states] (one stream per state); one-line ValueError otherwise."""
+    seeds = np.asarray(seeds)
+    if seeds.shape != (n_states,) or not np.issubdtype(seeds.dtype, np.integer):
+        raise ValueError(f"seeds must be an integer array of shape ({n_states},), got "
+                         f"{seeds.dtype} {seeds.shape}")
+    if np.issubdtype(seeds.dtype, np.signedinteger) and np.any(seeds < 0):
+        raise ValueError("seeds must be non-negative integers (uint64 range)")
+    return seeds.astype(np.uint64)

@@ -58,6 +58,7 @@ from typing import Any, Sequence
 import numba as nb
 import numpy as np
 
+from matscale.systems._rng import check_seeds as _check_seeds
 from matscale.systems._rng import next_u64, next_uniform, next_uniform_open0, stream_from_seed
 
 __all__ = ["PredatorPrey", "PredatorPreyConfig", "PredatorPreyReferenceConfig",
@@ -255,14 +256,6 @@ def _check_range(name: str, value: Any) -> tuple[float, float]:
     return lo, hi
 
 
-def _check_seeds(seeds: Any, n_states: int) -> np.ndarray:
-    seeds = np.asarray(seeds)
-    if seeds.shape != (n_states,) or not np.issubdtype(seeds.dtype, np.integer):
-        raise ValueError(f"seeds must be an integer array of shape ({n_states},), got "
-                         f"{seeds.dtype} {seeds.shape}")
-    if np.issubdtype(seeds.dtype, np.signedinteger) and np.any(seeds < 0):
-        raise ValueError("seeds must be non-negative integers (uint64 range)")
-    return seeds.astype(np.uint64)
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from matscale.systems import _glauber
-from matscale.systems._rng import seed_from_generator
+from matscale.systems._rng import seed_from_generator, check_seeds as _check_seeds
 from matscale.systems.base import Region
 
 BOUNDARIES = ("frozen", "periodic")
@@ -118,14 +118,6 @@ def _use_threads(states: np.ndarray, height: int, width: int) -> bool:
     return states.shape[0] >= 2 and states.shape[0] * height * width >= _THREADING_MIN_SITES
 
 
-def _check_seeds(seeds, n_conf: int) -> np.ndarray:
-    seeds = np.asarray(seeds)
-    if seeds.shape != (n_conf,) or not np.issubdtype(seeds.dtype, np.integer):
-        raise ValueError(f"seeds must be an integer array of shape ({n_conf},), got "
-                         f"{seeds.dtype} {seeds.shape}")
-    if np.issubdtype(seeds.dtype, np.signedinteger) and np.any(seeds < 0):
-        raise ValueError("seeds must be non-negative integers (uint64 range)")
-    return seeds.astype(np.uint64)
 
 
 # --------------------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ from typing import Any
 import numba as nb
 import numpy as np
 
+from matscale.systems._rng import check_seeds as _check_seeds
 from matscale.systems.alloy.kmc import BOLTZMANN_EV_PER_K, VacancyKMC
 from matscale.systems.alloy.lattice import (
     DEFAULT_ELEMENTS,
@@ -184,13 +185,6 @@ def _check_budget(duration: Any, n_events: Any) -> tuple[float | None, int | Non
     return _check_real("duration", duration, "a finite scaled time tau >= 0", 0.0, True), None
 
 
-def _check_seeds(seeds: Any, n_states: int) -> np.ndarray:
-    seeds = np.asarray(seeds)
-    if seeds.shape != (n_states,) or not np.issubdtype(seeds.dtype, np.integer):
-        raise ValueError(f"seeds must be an integer array of shape ({n_states},), got {seeds.dtype} {seeds.shape}")
-    if np.issubdtype(seeds.dtype, np.signedinteger) and np.any(seeds < 0):
-        raise ValueError("seeds must be non-negative integers (uint64 range)")
-    return seeds.astype(np.uint64)
 
 
 def _half_offsets(shell: int) -> np.ndarray:
