@@ -14,6 +14,7 @@ from typing import Sequence
 from matscale import __version__
 from matscale.config import ConfigError, check_resources, load_config, quick_config
 from matscale.pipeline import STAGE_NAMES
+from matscale.pipeline.studies import get_study
 
 EXIT_USAGE = 2
 
@@ -46,10 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run CONFIG's [quick] preset (smaller values), or the embedded small "
                           "default when no CONFIG is given")
     run.add_argument("--force-stage", action="append", default=[], metavar="STAGE",
-                     choices=list(STAGE_NAMES) + ["fit_pairs"],
-                     help="recompute STAGE (and everything after it) even if its output exists; repeatable")
-    run.add_argument("--stop-after", metavar="STAGE", choices=list(STAGE_NAMES),
-                     help="stop once STAGE is finished")
+                     help="recompute STAGE (and everything after it) even if its output exists; "
+                          f"repeatable (pipeline stages: {', '.join(STAGE_NAMES)}; fit: fit_pairs; "
+                          "a study names its own)")
+    run.add_argument("--stop-after", metavar="STAGE", help="stop once STAGE is finished")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     where = run.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, metavar="N",
@@ -80,6 +81,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             raise ConfigError(f"{path}: {exc}") from None
         if cfg.workflow == "fit":
             print(f"OK {path}: workflow=fit, pairs={cfg.fit.pairs}, loss={cfg.fit.loss}, lam={cfg.fit.lam}")
+        elif cfg.study is not None:
+            print(f"OK {path}: workflow={cfg.workflow}, {get_study(cfg.workflow).describe(cfg.study)}")
         else:
             ks = ", ".join(f"p={p} (K={cfg.n_patches(p)})" for p in cfg.patch_sides)
             print(f"OK {path}: {cfg.system.describe()}; {ks}; closure dim={cfg.closure.dim}; "
@@ -119,6 +122,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"stopped after stage '{args.stop_after}'; outputs in {args.out}")
         elif cfg.workflow == "fit":
             print(f"fitted SDE written to {args.out}/fit_pairs/sde")
+        elif cfg.study is not None:
+            print(f"done: {args.out}/report.md")
         else:
             print(f"done: {args.out}/metrics.json, {args.out}/report.md")
             for key, res in summary.get("results", {}).items():

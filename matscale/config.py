@@ -12,6 +12,9 @@ Two workflows exist:
 ``workflow = "fit"``
     Fit one SDE to a pairs file (``.npz`` or ``.h5`` holding ``z0``, ``z1``, ``dt`` and optionally
     ``params``). Section: ``[fit]``.
+A study (:mod:`matscale.pipeline.studies`), e.g. ``workflow = "diffusion"``
+    A self-contained study; its one section has the workflow's name (``[diffusion]``), its
+    fields and checks come from the study's configuration class.
 
 Units are those of the system (:mod:`matscale.systems.registry`): spin models use reduced
 units and Glauber time, the alloy eV, Å, K and a scaled vacancy clock. Every validation failure raises :class:`ConfigError` with a one-line
@@ -40,7 +43,7 @@ NORMALIZATIONS = ("minmax", "zscore")
 TRAIN_METHODS = ("ours", "naive", "both")
 LOSSES = ("em", "milstein", "partial")
 DIFFUSIONS = ("diagonal", "cholesky", "spd", "constant", "constant_diagonal")
-WORKFLOWS = ("pipeline", "fit")
+WORKFLOWS = ("pipeline", "fit")  # and the studies of matscale.pipeline.studies
 _WORKFLOW_ALIASES = {"spin": "pipeline"}
 
 
@@ -214,6 +217,7 @@ class RunConfig:
     reference: Any = None
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     fit: FitConfig | None = None
+    study: Any = None  # the section of a study workflow (matscale.pipeline.studies)
     source: str = "."
 
     # -- conveniences -------------------------------------------------------------------------
@@ -460,9 +464,20 @@ def _check_fit(cfg: RunConfig) -> None:
                       f.validation_fraction)
 
 
+def _study_names() -> tuple[str, ...]:
+    from matscale.pipeline.studies import study_names
+
+    return study_names()
+
+
+def all_workflows() -> tuple[str, ...]:
+    """Every accepted ``workflow`` value: the pipeline, fit and the registered studies."""
+    return WORKFLOWS + _study_names()
+
+
 def _check_top_keys(raw: Mapping[str, Any], prefix: str) -> None:
     """One-line ConfigError for a top-level key that is neither a section nor a known scalar."""
-    allowed = set(_SECTION_TYPES) | set(_TOP_LEVEL_SCALARS)
+    allowed = set(_SECTION_TYPES) | set(_TOP_LEVEL_SCALARS) | set(_study_names())
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"unknown key '{prefix}{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
@@ -475,8 +490,10 @@ def config_from_dict(raw: Mapping[str, Any], *, source: str | Path = ".") -> Run
     _check_top_keys(raw, "")
     workflow = _coerce("workflow", raw.get("workflow", "pipeline"), "str")
     workflow = _WORKFLOW_ALIASES.get(workflow, workflow)
-    _choice("workflow", workflow, WORKFLOWS)
+    _choice("workflow", workflow, all_workflows())
     name = _coerce("name", raw.get("name", ""), "str")
+    if workflow not in WORKFLOWS:
+        return _study_config(raw, workflow, name, source)
     if workflow == "fit":
         extra = sorted(set(raw) & set(_SECTION_TYPES) - {"fit"})
         if extra:
@@ -512,6 +529,20 @@ def config_from_dict(raw: Mapping[str, Any], *, source: str | Path = ".") -> Run
     else:
         _check_fit(cfg)
     return cfg
+
+
+def _study_config(raw: Mapping[str, Any], workflow: str, name: str, source: str | Path) -> RunConfig:
+    """The :class:`RunConfig` of a study workflow: its one section, built and checked."""
+    from matscale.pipeline.studies import get_study
+
+    extra = sorted(k for k in raw if k not in _TOP_LEVEL_SCALARS and k != workflow)
+    if extra:
+        raise ConfigError(f"section [{extra[0]}] is not allowed with workflow={workflow!r} "
+                          f"(allowed: [{workflow}])")
+    study = get_study(workflow)
+    section = _build_section(workflow, raw.get(workflow, {}), study.config)
+    section.check()
+    return RunConfig(workflow=workflow, name=name, study=section, source=str(source))
 
 
 def _system_kind(raw: Mapping[str, Any]) -> Any:
@@ -670,6 +701,10 @@ def config_to_toml(cfg: RunConfig) -> str:
         if values is None:
             continue
         if cfg.workflow == "fit" and section != "fit":
+            continue
+        if section == "study":
+            section = cfg.workflow
+        elif cfg.workflow not in WORKFLOWS:
             continue
         lines.append(f"\n[{section}]")
         for key, value in values.items():

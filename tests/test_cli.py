@@ -68,7 +68,7 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, capsys):
     _one_line_error(capsys, ["frobnicate"], "invalid choice")
     _one_line_error(capsys, ["run", str(REPO / "inputs" / "ising.toml")], "--out")
     _one_line_error(capsys, ["run", str(REPO / "inputs" / "ising.toml"), "--out", str(tmp_path),
-                             "--force-stage", "cooking"], "invalid choice")
+                             "--force-stage", "cooking"], "is not a stage")
 
 
 def test_fit_workflow_with_missing_pairs_file(tmp_path, capsys):

@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable
 
 from matscale import __version__
 from matscale.config import ConfigError, RunConfig, check_resources, write_config
+from matscale.pipeline.studies import get_study, study_names
 from matscale.io import (STAGE_RECORD, DamagedDataError, folder_manifest, json_dump, manifest_problem,
                          read_json)
 
@@ -357,17 +358,35 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, force_stages: Iterable[str]
     """
     out = Path(out)
     force = frozenset(force_stages)
-    unknown = sorted(force - set(STAGE_NAMES) - {"fit_pairs"})
-    if unknown:
-        raise ConfigError(f"--force-stage {unknown[0]!r} is not a stage (allowed: {', '.join(STAGE_NAMES)})")
-    if stop_after is not None and stop_after not in STAGE_NAMES:
-        raise ConfigError(f"--stop-after {stop_after!r} is not a stage (allowed: {', '.join(STAGE_NAMES)})")
-    force = with_dependents(force)
+    if cfg.workflow in study_names():
+        force = _study_stages(cfg.workflow, force, stop_after)
+    else:
+        unknown = sorted(force - set(STAGE_NAMES) - {"fit_pairs"})
+        if unknown:
+            raise ConfigError(f"--force-stage {unknown[0]!r} is not a stage (allowed: {', '.join(STAGE_NAMES)})")
+        if stop_after is not None and stop_after not in STAGE_NAMES:
+            raise ConfigError(f"--stop-after {stop_after!r} is not a stage (allowed: {', '.join(STAGE_NAMES)})")
+        force = with_dependents(force)
     if check_size:
         check_resources(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
         return _run_locked(cfg, out, force, stop_after, progress, executor)
+
+
+def _study_stages(workflow: str, force: frozenset[str], stop_after: str | None) -> frozenset[str]:
+    """Check ``--force-stage`` / ``--stop-after`` against a study's stage names. A study's later
+    stages consume its earlier ones, so forcing a stage forces every stage after it."""
+    stages = get_study(workflow).stages
+    for flag, names in (("--force-stage", sorted(force)), ("--stop-after", [stop_after] if stop_after else [])):
+        for stage in names:
+            if stages and stage not in stages:
+                raise ConfigError(f"{flag} {stage!r} is not a stage of workflow={workflow!r} "
+                                  f"(allowed: {', '.join(stages)})")
+    if not force or not stages:
+        return force
+    first = min(stages.index(stage) for stage in force)
+    return frozenset(stages[first:])
 
 
 def _run_locked(cfg: RunConfig, out: Path, force: frozenset[str], stop_after: str | None,
@@ -385,6 +404,12 @@ def _run_locked(cfg: RunConfig, out: Path, force: frozenset[str], stop_after: st
     write_config(cfg, out)
     if cfg.workflow == "fit":
         return run_fit_workflow(cfg, out, force=force, progress=progress)
+    if cfg.workflow in study_names():
+        runner = StageRunner(out, force, stop_after, progress, cfg, verified=verified)
+        try:
+            return get_study(cfg.workflow).run(cfg.study, runner, Path(cfg.source))
+        except StopPipeline:
+            return {}
     system = build_system(cfg.system)
     with open_executor(executor_spec) as executor:
         runner = StageRunner(out, force, stop_after, progress, cfg, verified=verified, executor=executor)
