@@ -78,10 +78,20 @@ class TwinMLP(nn.Module):
         self.out_b = nn.Linear(widths[-1], n_out_b)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = x.unsqueeze(0).expand(2, *x.shape)
-        for w, b in zip(self.weights, self.biases):
-            h = self.act(torch.baddbmm(b, h, w))
-        return self.out_a(h[0]), self.out_b(h[1])
+        # Shapes chosen for the CPU's matmul kernels (the same model as two plain MLPs): the
+        # first layer is one [B, n_in] x [n_in, 2 w] product for both networks (a batched matmul
+        # with inner size n_in = d is several times slower); hidden layers are batched matmuls
+        # with an in-place bias add (baddbmm would copy the broadcast bias into the output
+        # first); the output layers take the two halves of h as views, whose gradients are
+        # stacked once instead of scattered into zero-filled copies of h.
+        w0, b0 = self.weights[0], self.biases[0]
+        n_in, width = w0.shape[1], w0.shape[2]
+        h = torch.addmm(b0.reshape(2 * width), x, w0.transpose(0, 1).reshape(n_in, 2 * width))
+        h = self.act(h).view(x.shape[0], 2, width).transpose(0, 1)
+        for w, b in zip(self.weights[1:], self.biases[1:]):
+            h = self.act(torch.bmm(h, w).add_(b))
+        h_a, h_b = h.unbind(0)
+        return self.out_a(h_a), self.out_b(h_b)
 
     def forward_a(self, x: torch.Tensor) -> torch.Tensor:
         """The first network alone: ``out_a`` of :meth:`forward`, at half the cost."""
@@ -162,6 +172,9 @@ class SDEModel(nn.Module):
         rows, cols = torch.tril_indices(dim, dim)
         self.register_buffer("tril_rows", rows, persistent=False)
         self.register_buffer("tril_cols", cols, persistent=False)
+        self.register_buffer("diag_entries", (rows == cols).nonzero().squeeze(1), persistent=False)
+        self.register_buffer("off_entries", (rows != cols).nonzero().squeeze(1), persistent=False)
+        self._placements: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
         self._start_diffusion_near_identity()
 
     @property
@@ -213,17 +226,33 @@ class SDEModel(nn.Module):
             return (torch.exp(self.sigma_const) * scale).expand(batch, d)
         if self.kind == "constant":
             return (scale[:, None] * self.sigma_const).expand(batch, d, d)
+        if self.kind == "cholesky":
+            # raw -> d x d lower triangle by two small matmuls with 0/1 placement matrices
+            # (cheaper than scatter + tril + diag_embed on [B, d, d]); the diagonal is positive.
+            place_off, place_diag = self._placement(raw)
+            diag = (F.softplus(raw[:, self.diag_entries]) + self.floor) @ place_diag
+            if d > 1:
+                diag = torch.addmm(diag, raw[:, self.off_entries], place_off)
+            return diag.view(batch, d, d) * scale[:, None]
         full = raw.new_zeros(batch, d, d)
         full[:, self.tril_rows, self.tril_cols] = raw
-        if self.kind == "cholesky":
-            diag = torch.diagonal(full, dim1=-2, dim2=-1)
-            lower = torch.tril(full, diagonal=-1)
-            return scale[:, None] * (lower + torch.diag_embed(F.softplus(diag) + self.floor))
         # "spd": sigma = expm(A/2), A symmetric, in units of diff_scale on both sides
         sym = full + torch.tril(full, diagonal=-1).transpose(-1, -2)
         root = torch.linalg.matrix_exp(0.5 * sym)
         half = scale.sqrt()
         return half[:, None] * root * half[None, :]
+
+    def _placement(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """0/1 matrices [n_entries, d * d] that put the strictly lower and the diagonal entries of
+        the network output in their row-major places (cached per dtype and device)."""
+        key = (raw.dtype, raw.device)
+        if key not in self._placements:
+            d = self.dim
+            flat = (self.tril_rows * d + self.tril_cols).to(raw.device)
+            place = torch.zeros(flat.numel(), d * d, dtype=raw.dtype, device=raw.device)
+            place[torch.arange(flat.numel(), device=raw.device), flat] = 1.0
+            self._placements[key] = (place[self.off_entries.to(raw.device)], place[self.diag_entries.to(raw.device)])
+        return self._placements[key]
 
     # ---------------------------------------------------------------- physical frame
     def standardize_state(self, z: torch.Tensor) -> torch.Tensor:
