@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -152,13 +152,17 @@ def _n_tiles(factor: int, grid_dim: int) -> int:
     return factor ** grid_dim
 
 
+def _one_source(factor: int, grid_dim: int) -> int:
+    return 1
+
+
 def _interpolate(sources: np.ndarray, factor: int, grid_dim: int, system: Any) -> np.ndarray:
     """``sources[:, 0]`` on ``factor`` times as many grid points per axis (``system.refine``)."""
     return system.refine(sources[:, 0], factor)
 
 
 _OPERATORS: dict[str, UpsampleOperator] = {
-    "duplicate": UpsampleOperator("duplicate", lambda f, d: 1, _duplicate),
+    "duplicate": UpsampleOperator("duplicate", _one_source, _duplicate),
     "tile": UpsampleOperator("tile", _n_tiles, _tile),
     # Tiles share the anchor's order parameter (within the closest 1 % of the pool): covers
     # off-equilibrium homogeneous states (e.g. relaxation from m < 0 against h > 0), which plain
@@ -167,9 +171,9 @@ _OPERATORS: dict[str, UpsampleOperator] = {
     # Tiles recorded at the anchor's time: one stage of a relaxation from random states.
     "tile_time": UpsampleOperator("tile_time", _n_tiles, _tile, match="time"),
     # Periodic copies of one snapshot: seam-free, the small box's local structure everywhere.
-    "replicate": UpsampleOperator("replicate", lambda f, d: 1, _replicate),
+    "replicate": UpsampleOperator("replicate", _one_source, _replicate),
     # One snapshot refined onto a finer grid by the system (continuous fields).
-    "interpolate": UpsampleOperator("interpolate", lambda f, d: 1, _interpolate, requires=("refine",)),
+    "interpolate": UpsampleOperator("interpolate", _one_source, _interpolate, requires=("refine",)),
 }
 
 
@@ -409,21 +413,38 @@ def _conserve(system: Any, configs: np.ndarray, keys: np.ndarray) -> None:
         system.conserve(configs[i:i + 1], np.random.default_rng(int(key)))
 
 
+def _draw_level(system: Any, pool: np.ndarray, start: int, stop: int, level: int, *,
+                op: UpsampleOperator, factor: int, seed: int, pool_keys: np.ndarray | None = None,
+                order: np.ndarray | None = None) -> np.ndarray:
+    """Pool indices ``[stop - start, n_sources]`` of the sources of outputs ``start:stop``."""
+    index = np.arange(start, stop)
+    draw_keys = child_keys(sample_keys(seed, index, "upsample-pool", level), op.n_sources(factor, system.grid_dim))
+    return draw_sources(op, draw_keys, len(pool), pool_keys, order)
+
+
+def _build_outputs(system: Any, sources: np.ndarray, start: int, level: int, *,
+                   op: UpsampleOperator, factor: int, seed: int, relax: Mapping[str, Any]) -> np.ndarray:
+    """Outputs ``start : start + len(sources)`` of one level from their drawn sources
+    ``[B, n_sources, *state]``: upsample, conserve, LocalRelax. Every random stream is keyed by
+    the output's index, so any split of the outputs into tasks gives the same states."""
+    index = np.arange(start, start + len(sources))
+    configs = np.ascontiguousarray(apply_operator(op, system, sources, factor), dtype=system.state_dtype)
+    _conserve(system, configs, sample_keys(seed, index, "upsample-conserve", level))
+    if relax["n_events"] or relax["duration"]:  # (a zero budget switches LocalRelax off)
+        relax_keys = sample_keys(seed, index, "upsample-relax", level)
+        local_relax(system, configs, seeds=relax_keys, **relax)
+    return configs
+
+
 def _upsample_level(system: Any, pool: np.ndarray, start: int, stop: int, level: int, *,
                     op: UpsampleOperator, factor: int, seed: int, relax: Mapping[str, Any],
                     pool_times: np.ndarray, pool_keys: np.ndarray | None = None,
                     order: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Outputs ``start:stop`` of one level: draw sources, upsample, conserve, LocalRelax; with
     the recording time of each output's anchor (first) source."""
-    index = np.arange(start, stop)
-    d = system.grid_dim
-    draw_keys = child_keys(sample_keys(seed, index, "upsample-pool", level), op.n_sources(factor, d))
-    picks = draw_sources(op, draw_keys, len(pool), pool_keys, order)  # [B, n_sources]
-    configs = np.ascontiguousarray(apply_operator(op, system, pool[picks], factor), dtype=system.state_dtype)
-    _conserve(system, configs, sample_keys(seed, index, "upsample-conserve", level))
-    if relax["n_events"] or relax["duration"]:  # (a zero budget switches LocalRelax off)
-        relax_keys = sample_keys(seed, index, "upsample-relax", level)
-        local_relax(system, configs, seeds=relax_keys, **relax)
+    picks = _draw_level(system, pool, start, stop, level, op=op, factor=factor, seed=seed,
+                        pool_keys=pool_keys, order=order)
+    configs = _build_outputs(system, pool[picks], start, level, op=op, factor=factor, seed=seed, relax=relax)
     return {"configs": configs, "anchor_time": pool_times[picks[:, 0]]}
 
 
@@ -436,7 +457,8 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
                           pool_times: np.ndarray | None = None,
                           chunk_size: int = 2000, out: str | os.PathLike | None = None,
                           group: str = "upsampled", overwrite: bool = False,
-                          progress: bool = True, return_times: bool = False) -> Any:
+                          progress: bool = True, return_times: bool = False,
+                          executor: Any = None) -> Any:
     """Build ``n_configs`` states of side ``target_L`` cells from small snapshots.
 
     Each level draws its sources (with replacement) from the previous level's output (level
@@ -454,6 +476,11 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
     ``{group}/level_{k}`` (dataset ``configs``) and a rerun resumes where it stopped; a finished
     output is read back instead of recomputed. Returns ``[n_configs, *large state]`` (and the
     anchor times with ``return_times``).
+
+    ``executor`` (:mod:`matscale.parallel`; None: this process) builds the outputs of every
+    chunk in tasks (sources are drawn here, the tiling, conservation and LocalRelax run in the
+    tasks); every random stream is keyed by the output's index, so the states are the same for
+    any executor, worker count and chunk size.
     """
     small = _check_states(system_large, small_snapshots, "small_snapshots")
     p = small.shape[1]
@@ -490,10 +517,8 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
         geometry.window_geometry(L, window, stride)
         keys = _pool_keys(op, system, pool, pool_times if level == 1 else None)
         order_ = None if keys is None else np.argsort(keys, kind="stable")
-        compute = lambda a, b, s=system, pl=pool, lv=level, k=keys, o=order_, t=times: _upsample_level(
-            s, pl, a, b, lv, op=op, factor=factor, seed=int(seed), relax=relax, pool_times=t,
-            pool_keys=k, order=o)
-        pool, times = _run_level(compute, int(n_configs), system, int(chunk_size), out=out,
+        level_ = _Level(system, pool, times, level, op, factor, int(seed), relax, keys, order_)
+        pool, times = _run_level(level_, int(n_configs), int(chunk_size), executor, out=out,
                                  group=f"{group}/level_{level}", config={**config, "level": level, "L": L},
                                  overwrite=overwrite, show=progress, desc=f"upsample {L // factor}->{L}")
     return (pool, times) if return_times else pool
@@ -509,26 +534,77 @@ def _pool_keys(op: UpsampleOperator, system: Any, pool: np.ndarray,
     return np.asarray(system.order_parameter(pool), dtype=np.float64)
 
 
-def _run_level(compute: Callable[[int, int], dict[str, np.ndarray]], n: int, system: Any,
-               chunk_size: int, *, out: str | os.PathLike | None, group: str,
-               config: Mapping[str, Any], overwrite: bool, show: bool, desc: str
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``compute(start, stop)`` over all chunks, in memory or through a ChunkedWriter;
+@dataclass
+class _Level:
+    """One level of hierarchical upsampling: its pool, matching keys and settings."""
+
+    system: Any
+    pool: np.ndarray
+    pool_times: np.ndarray
+    level: int
+    op: UpsampleOperator
+    factor: int
+    seed: int
+    relax: Mapping[str, Any]
+    pool_keys: np.ndarray | None
+    order: np.ndarray | None
+
+    def outputs(self, chunks: list[tuple[int, int]], executor: Any
+                ) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+        """``(start, stop, {"configs", "anchor_time"})`` of every chunk, in order; the outputs
+        are built in tasks on ``executor`` (a chunk split into about 4 tasks per worker)."""
+        from matscale.parallel import executor_workers, ordered_map, task_ranges
+
+        workers = executor_workers(executor)
+        plan: list[tuple[np.ndarray, int]] = []  # (picks, number of tasks) per chunk, filled lazily
+
+        def tasks() -> Iterator[tuple]:
+            for a, b in chunks:
+                picks = _draw_level(self.system, self.pool, a, b, self.level, op=self.op,
+                                    factor=self.factor, seed=self.seed, pool_keys=self.pool_keys,
+                                    order=self.order)
+                parts = [(0, b - a)] if executor is None else task_ranges(b - a, workers)
+                plan.append((picks, len(parts)))
+                for sa, sb in parts:
+                    yield (self.system, self.pool[picks[sa:sb]], a + sa, self.level, self.op,
+                           self.factor, self.seed, dict(self.relax))
+
+        results = ordered_map(executor, _build_task, tasks())
+        for i, (a, b) in enumerate(chunks):
+            first = next(results)  # (plan[i] is filled once the chunk's first task is submitted)
+            picks, n_parts = plan[i]
+            parts = [first, *(next(results) for _ in range(n_parts - 1))]
+            yield a, b, {"configs": np.concatenate(parts), "anchor_time": self.pool_times[picks[:, 0]]}
+
+
+def _build_task(system: Any, sources: np.ndarray, start: int, level: int, op: UpsampleOperator,
+                factor: int, seed: int, relax: dict[str, Any]) -> np.ndarray:
+    """:func:`_build_outputs` with positional arguments (one executor task)."""
+    return _build_outputs(system, sources, start, level, op=op, factor=factor, seed=seed, relax=relax)
+
+
+def _run_level(level: _Level, n: int, chunk_size: int, executor: Any, *,
+               out: str | os.PathLike | None, group: str, config: Mapping[str, Any],
+               overwrite: bool, show: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    """All ``n`` outputs of one level, in memory or through a ChunkedWriter (resumable);
     returns (states, anchor times)."""
+    system = level.system
     shape = (system.size,) * system.grid_dim + tuple(system.cell_shape)
     fields = {"configs": Field(shape, np.dtype(system.state_dtype), system.site_unit),
               "anchor_time": Field((), np.dtype(np.float64), system.time_unit)}
     if out is None:
         result = {name: np.empty((n, *f.shape), dtype=f.dtype) for name, f in fields.items()}
-        for start in _progress_bar(range(0, n, chunk_size), total=-(-n // chunk_size), desc=desc, enabled=show):
-            stop = min(start + chunk_size, n)
-            for name, values in compute(start, stop).items():
-                result[name][start:stop] = values
+        chunks = [(a, min(a + chunk_size, n)) for a in range(0, n, chunk_size)]
+        for start, stop, values in _progress_bar(level.outputs(chunks, executor), total=len(chunks),
+                                                 desc=desc, enabled=show):
+            for name, value in values.items():
+                result[name][start:stop] = value
         return result["configs"], result["anchor_time"]
     with ChunkedWriter(out, group, n, chunk_size, fields, config, overwrite=overwrite) as writer:
         pending = list(writer.pending_chunks())
-        for start, stop in _progress_bar(pending, total=len(pending), desc=desc, enabled=show):
-            writer.write_chunk(start, stop, **compute(start, stop))
+        for start, stop, values in _progress_bar(level.outputs(pending, executor), total=len(pending),
+                                                 desc=desc, enabled=show):
+            writer.write_chunk(start, stop, **values)
         data = writer.read(["configs", "anchor_time"])
         return data["configs"], data["anchor_time"]
 

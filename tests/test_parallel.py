@@ -47,12 +47,14 @@ def _arrays(path):
 
 def test_two_dask_workers_give_the_same_dataset_bit_for_bit(tmp_path):
     """A real Dask LocalCluster of two worker processes against this process: the small-system
-    runs, the partial-evolution pairs and the direct reference runs are identical."""
+    runs, the upsampled states, the partial-evolution pairs and the direct reference runs are
+    identical."""
     pytest.importorskip("distributed")
     cfg = tiny()
     run_pipeline(cfg, tmp_path / "inline")
     run_pipeline(cfg, tmp_path / "dask", executor="dask-local:2")
-    for rel in ("p8/small_sim/snapshots.h5", "p8/partial/pairs.h5", "reference/reference.h5"):
+    for rel in ("p8/small_sim/snapshots.h5", "p8/upsample/configs.h5", "p8/partial/pairs.h5",
+                "reference/reference.h5"):
         a, b = _arrays(tmp_path / "inline" / rel), _arrays(tmp_path / "dask" / rel)
         assert a.keys() == b.keys()
         for key in a:

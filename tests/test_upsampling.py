@@ -86,6 +86,12 @@ def test_hierarchical_upsample_is_seeded_chunk_independent_and_resumes(tmp_path)
     assert a.shape == (24, 32, 32) and a.dtype == np.int8
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+    from matscale.parallel import open_executor
+    with open_executor("processes:2") as pool_of_two:  # spawned processes: every task pickled
+        d = hierarchical_upsample(big, pool, 32, 24, seed=4, chunk_size=10, progress=False,
+                                  executor=pool_of_two, mode="tile_matched")
+    np.testing.assert_array_equal(d, hierarchical_upsample(big, pool, 32, 24, seed=4, chunk_size=24,
+                                                           progress=False, mode="tile_matched"))
     path = tmp_path / "up.h5"
 
     class Interrupted(Ising2D):  # the real kernel, crashing in the 4th batched call

@@ -144,7 +144,7 @@ def small_sim(cfg: RunConfig, system: Any, p: int, folder: Path, progress: bool,
 # upsample
 # ----------------------------------------------------------------------------------------------
 def upsample(cfg: RunConfig, system: Any, p: int, small_dir: Path, folder: Path,
-             progress: bool) -> None:
+             progress: bool, executor: Any = None) -> None:
     """Hierarchical upsampling p -> L per training group (K = 1: draw from the pool), plus
     random augmentation; configs [N, *state] (groups in order), is_random [N], params [N],
     anchor_time [N] (recording time of each state's anchor small snapshot; NaN for the random
@@ -156,7 +156,8 @@ def upsample(cfg: RunConfig, system: Any, p: int, small_dir: Path, folder: Path,
         snaps = data["snapshots"][g]                         # [R, S + 1, *small state]
         pool = snaps.reshape(-1, *snaps.shape[2:])
         pool_times = np.tile(data["times"], snaps.shape[0])
-        configs, anchor_time = _upsample_group(cfg, sys_g, p, pool, pool_times, tags, folder, progress)
+        configs, anchor_time = _upsample_group(cfg, sys_g, p, pool, pool_times, tags, folder, progress,
+                                               executor)
         if up.n_random:
             rng = np.random.default_rng([up.seed, p, 1, *tags])
             if p == L:  # the pool draw consumed this stream first
@@ -184,7 +185,7 @@ def upsample(cfg: RunConfig, system: Any, p: int, small_dir: Path, folder: Path,
 
 
 def _upsample_group(cfg: RunConfig, system: Any, p: int, pool: np.ndarray, pool_times: np.ndarray,
-                    tags: tuple[int, ...], folder: Path, progress: bool
+                    tags: tuple[int, ...], folder: Path, progress: bool, executor: Any = None
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Upsampled states of one training group and their anchor times."""
     up = cfg.upsampling
@@ -200,7 +201,7 @@ def _upsample_group(cfg: RunConfig, system: Any, p: int, pool: np.ndarray, pool_
         window=up.window or None, stride=up.stride or None, n_events=up.n_events or None,
         duration=None if up.n_events else up.duration, seed=seed, pool_times=pool_times,
         progress=progress, out=str(folder / "levels.h5"), return_times=True,
-        group="upsampled" if not tags else f"upsampled_{tags[0]}")
+        group="upsampled" if not tags else f"upsampled_{tags[0]}", executor=executor)
 
 
 def _quench(system: Any, configs: np.ndarray, up: Any, p: int, tags: tuple[int, ...]) -> None:
@@ -644,7 +645,7 @@ def run_patch_side(cfg: RunConfig, system: Any, p: int, runner: StageRunner, ref
     ids: dict[str, str] = {}
     ids["small_sim"] = stage("small_sim", {}, lambda f: small_sim(cfg, system, p, f, prog, runner.executor))
     ids["upsample"] = stage("upsample", {"small_sim": ids["small_sim"]},
-                            lambda f: upsample(cfg, system, p, pdir / "small_sim", f, prog))
+                            lambda f: upsample(cfg, system, p, pdir / "small_sim", f, prog, runner.executor))
     ids["partial"] = stage("partial", {"upsample": ids["upsample"]},
                            lambda f: partial(cfg, system, p, pdir / "upsample", f, prog, runner.executor))
     closure_dir = None
