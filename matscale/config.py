@@ -39,6 +39,7 @@ else:  # pragma: no cover - exercised only on Python 3.10
 
 UPSAMPLE_MODES = ("duplicate", "tile", "tile_matched", "tile_time", "replicate", "interpolate")
 BOUNDARIES = ("frozen", "periodic")
+RELAX_REGIONS = ("all", "seams")
 NORMALIZATIONS = ("minmax", "zscore")
 TRAIN_METHODS = ("ours", "naive", "both")
 LOSSES = ("em", "milstein", "partial")
@@ -80,7 +81,11 @@ class UpsamplingConfig:
     ``n_configs``; 0 disables). With ``random_relax`` > 0 they are quenched: LocalRelax with
     window durations spread evenly over [0, random_relax] (8 groups, the first unrelaxed; each
     site lies in ~4 windows), so the data also cover the fast decay of the domain-wall density
-    that follows a random initial state (the test runs of the evaluation start there)."""
+    that follows a random initial state (the test runs of the evaluation start there).
+    ``relax_region``: "all" (windows over the whole box at every level, the paper's LocalRelax)
+    or "seams" (only windows straddling the seams of each new tiling: the tiles were relaxed at
+    the level before; the cost per state grows like the box side instead of its area, which is
+    what makes boxes of 1024² and more affordable)."""
 
     n_configs: int = 2000
     mode: str = "tile_matched"
@@ -91,6 +96,7 @@ class UpsamplingConfig:
     duration: float = 1.0
     n_random: int = 0
     random_relax: float = 0.0
+    relax_region: str = "all"
     seed: int = 1
 
 
@@ -372,6 +378,7 @@ def _check_pipeline(cfg: RunConfig) -> None:
     _require(len(sm.p) >= 1, "small.p must list at least one patch side")
     _require(len(set(sm.p)) == len(sm.p), f"small.p={list(sm.p)} has duplicates (allowed: distinct)")
     _choice("upsampling.mode", up.mode, UPSAMPLE_MODES)
+    _choice("upsampling.relax_region", up.relax_region, RELAX_REGIONS)
     if not _system_offers_mode(s, up.mode):
         allowed = ", ".join(m for m in UPSAMPLE_MODES if _system_offers_mode(s, m))
         raise ConfigError(f"upsampling.mode={up.mode!r} is not allowed for system.kind={s.kind!r} "

@@ -113,3 +113,37 @@ def window_grid_origins(size: int, keys: np.ndarray, grid_dim: int, *, window: i
         offset = uniform_index(child_keys(keys, grid_dim, "relax-offset"), stride)  # [B, dim]
         origins = (origins + offset[:, None, :]) % size
     return origins
+
+
+def seam_window_origins(size: int, keys: np.ndarray, grid_dim: int, *, tile: int,
+                        window: int | None = None, stride: int | None = None) -> np.ndarray:
+    """Origins ``int64 [B, W, grid_dim]`` of windows centred on the seams of a tiling, in a
+    random visiting order per state.
+
+    The seams are the cell faces at multiples of ``tile`` along each axis (those of
+    :func:`tile` with tiles of side ``tile``, periodic). Along each seam, windows of side
+    ``window`` sit at spacing ``stride`` (with a random offset per state) and straddle it,
+    ``window // 2`` cells on either side; W = grid_dim * (size / tile) * (size / stride) **
+    (grid_dim - 1), the same for every state. Relaxing only these windows heals the seams of
+    a freshly tiled state whose tiles are relaxed already, at a cost that grows like the seam
+    area instead of the volume.
+    """
+    window, stride, per_side = window_geometry(size, window, stride)
+    if tile < 1 or size % tile:
+        raise ValueError(f"tile={tile} must be a positive divisor of the box side {size}")
+    keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
+    seams = np.arange(0, size, tile, dtype=np.int64)
+    along = np.arange(per_side, dtype=np.int64) * stride
+    blocks = []
+    for axis in range(grid_dim):
+        axes = [along] * grid_dim
+        axes[axis] = (seams - window // 2) % size
+        blocks.append(np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, grid_dim))
+    grid = np.concatenate(blocks)
+    origins = np.broadcast_to(grid, (len(keys), *grid.shape)).copy()
+    offset = uniform_index(child_keys(keys, grid_dim, "seam-offset"), stride)  # [B, dim]
+    is_seam_axis = np.concatenate([np.broadcast_to(np.arange(grid_dim) == a, (len(b), grid_dim))
+                                   for a, b in enumerate(blocks)])
+    origins = (origins + np.where(is_seam_axis, 0, offset[:, None, :])) % size
+    permutation = np.argsort(child_keys(keys, len(grid), "seam-order"), axis=1)
+    return np.take_along_axis(origins, permutation[..., None], axis=1)

@@ -432,7 +432,12 @@ def _build_outputs(system: Any, sources: np.ndarray, start: int, level: int, *,
     _conserve(system, configs, sample_keys(seed, index, "upsample-conserve", level))
     if relax["n_events"] or relax["duration"]:  # (a zero budget switches LocalRelax off)
         relax_keys = sample_keys(seed, index, "upsample-relax", level)
-        local_relax(system, configs, seeds=relax_keys, **relax)
+        settings = {k: v for k, v in relax.items() if k != "region"}
+        if relax.get("region", "all") == "seams":
+            settings["origins"] = geometry.seam_window_origins(
+                system.size, relax_keys, system.grid_dim, tile=system.size // factor,
+                window=relax["window"], stride=relax["stride"])
+        local_relax(system, configs, seeds=relax_keys, **settings)
     return configs
 
 
@@ -458,7 +463,7 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
                           chunk_size: int = 2000, out: str | os.PathLike | None = None,
                           group: str = "upsampled", overwrite: bool = False,
                           progress: bool = True, return_times: bool = False,
-                          executor: Any = None) -> Any:
+                          executor: Any = None, relax_region: str = "all") -> Any:
     """Build ``n_configs`` states of side ``target_L`` cells from small snapshots.
 
     Each level draws its sources (with replacement) from the previous level's output (level
@@ -476,6 +481,11 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
     ``{group}/level_{k}`` (dataset ``configs``) and a rerun resumes where it stopped; a finished
     output is read back instead of recomputed. Returns ``[n_configs, *large state]`` (and the
     anchor times with ``return_times``).
+
+    ``relax_region``: ``"all"`` (LocalRelax windows tile the whole box, the paper's scheme) or
+    ``"seams"`` (only windows centred on the seams of the new tiling,
+    :func:`matscale.geometry.seam_window_origins`: the tiles themselves were relaxed at the
+    level before, and the cost per state grows like the seam length instead of the area).
 
     ``executor`` (:mod:`matscale.parallel`; None: this process) builds the outputs of every
     chunk in tasks (sources are drawn here, the tiling, conservation and LocalRelax run in the
@@ -504,6 +514,10 @@ def hierarchical_upsample(system_large: Any, small_snapshots: np.ndarray, target
         duration = DEFAULT_WINDOW_DURATION
     relax = dict(window=window, stride=stride, n_events=n_events, duration=duration,
                  boundary=boundary, order=order, random_offset=random_offset)
+    if relax_region not in ("all", "seams"):
+        raise ValueError(f"relax_region must be 'all' or 'seams', got {relax_region!r}")
+    if relax_region == "seams":
+        relax["region"] = "seams"
     config = {"stage": "hierarchical_upsample", "system": system_metadata(system_large),
               "small_snapshots": {"shape": small.shape, "fingerprint": fingerprint(small)},
               "factor": factor, "mode": op.name, "seed": int(seed), "relax": relax}

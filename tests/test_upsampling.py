@@ -156,3 +156,37 @@ def test_tile_matched_tiles_share_the_anchor_magnetization():
     first = upsample(pool, 2, "tile_matched", np.random.default_rng(5), n_out=50)
     again = upsample(pool, 2, "tile_matched", np.random.default_rng(5), n_out=50)
     np.testing.assert_array_equal(first, again)
+
+
+def test_seam_windows_straddle_every_seam_and_seam_relax_heals_them():
+    """Seam windows: the same count for every state, each straddling a tile boundary; relaxing
+    only them gives tiled states whose seam bonds look like the interior (domain-wall density
+    across seams within sampling error of the bonds inside the tiles)."""
+    from matscale.geometry import seam_window_origins
+
+    keys = np.arange(5, dtype=np.uint64)
+    origins = seam_window_origins(32, keys, 2, tile=16, window=8, stride=4)
+    assert origins.shape == (5, 2 * 2 * 8, 2)
+    for o in origins.reshape(-1, 2):
+        centre = (o + 4) % 32
+        assert centre[0] % 16 == 0 or centre[1] % 16 == 0  # straddles a seam at 0 or 16
+    pool = _equilibrium(16, 40, seed=3, t_total=20.0)
+    big = Ising2D(64, T, H)
+    tiled = hierarchical_upsample(big, pool, 64, 40, seed=2, duration=0.0, progress=False)
+    healed = hierarchical_upsample(big, pool, 64, 40, seed=2, duration=2.0, relax_region="seams",
+                                   window=8, progress=False)
+
+    def seam_and_bulk_walls(states):
+        s = states.astype(np.int8)
+        walls = s != np.roll(s, -1, axis=2)  # bond (x, x+1) along axis 2
+        seam_cols = np.arange(64) % 16 == 15  # bonds 15|16, 31|32, ... and 63|0
+        return walls[:, :, seam_cols].mean(), walls[:, :, ~seam_cols].mean()
+
+    seam_t, bulk_t = seam_and_bulk_walls(tiled)
+    seam_h, bulk_h = seam_and_bulk_walls(healed)
+    # 40 states x 64 rows x 4 seam columns = 10 240 seam bonds: the standard error of a wall
+    # fraction ~0.15 is sqrt(0.15 * 0.85 / 10240) ~ 0.0035 (ignoring correlations, hence 4x).
+    assert seam_t > bulk_t + 0.02            # raw tiling: unrelated neighbours across seams
+    assert abs(seam_h - bulk_h) < 4 * 0.0035 * 2
+    with pytest.raises(ValueError, match="relax_region"):
+        hierarchical_upsample(big, pool, 64, 2, relax_region="edges", progress=False)

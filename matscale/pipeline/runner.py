@@ -121,7 +121,15 @@ def stage_config(cfg: RunConfig, stage: str, p: int | None) -> dict[str, Any]:
         record["system"] = {k: v for k, v in record["system"].items() if k not in training}
     if entry.settings is not None:
         record["settings"] = entry.settings(cfg)
+    for (section, key), default in _LATER_FIELDS.items():
+        if section in record and record[section].get(key) == default:
+            del record[section][key]
     return record
+
+
+#: fields added to a section after runs were made with it: left out of the stage records at
+#: their default, so finished runs of earlier versions stay valid (same data).
+_LATER_FIELDS: dict[tuple[str, str], Any] = {("upsampling", "relax_region"): "all"}
 
 
 class StopPipeline(Exception):

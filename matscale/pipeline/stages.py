@@ -201,7 +201,8 @@ def _upsample_group(cfg: RunConfig, system: Any, p: int, pool: np.ndarray, pool_
         window=up.window or None, stride=up.stride or None, n_events=up.n_events or None,
         duration=None if up.n_events else up.duration, seed=seed, pool_times=pool_times,
         progress=progress, out=str(folder / "levels.h5"), return_times=True,
-        group="upsampled" if not tags else f"upsampled_{tags[0]}", executor=executor)
+        group="upsampled" if not tags else f"upsampled_{tags[0]}", executor=executor,
+        relax_region=up.relax_region)
 
 
 def _quench(system: Any, configs: np.ndarray, up: Any, p: int, tags: tuple[int, ...]) -> None:
