@@ -140,28 +140,41 @@ def _draw_keys(keys: np.ndarray, n_draws: int) -> np.ndarray:
 def _evolve_chunk(system: Any, chunk: np.ndarray, start: int, stop: int, p: int, K: int,
                   seed: int, observables: Observables, n_events: int | None,
                   duration: float | None, boundary: str, store_patches: bool,
-                  n_draws: int = 1) -> dict[str, np.ndarray]:
-    """Samples ``start:stop`` (their snapshots ``chunk``): draw patches, evolve them with the
-    exterior frozen, measure. One task of :func:`matscale.parallel.ordered_map`.
+                  n_draws: int = 1, pairs_per_snapshot: int = 1,
+                  local_change: bool = False) -> dict[str, np.ndarray]:
+    """Samples ``start:stop``: draw patches, evolve them with the exterior frozen, measure. One
+    task of :func:`matscale.parallel.ordered_map`.
 
-    Each of the ``n_draws`` draws evolves its own copy of the snapshot; ``delta`` and ``dt`` are
-    the means over the draws.
+    Sample i belongs to snapshot i // pairs_per_snapshot; ``chunk`` holds the snapshots of
+    samples ``start:stop`` (from snapshot start // pairs_per_snapshot on). Each of the
+    ``n_draws`` draws evolves its own copy of the snapshot; ``delta`` and ``dt`` are the means
+    over the draws. With ``local_change`` the increment comes from the system's
+    ``block_observable_sums`` of the patch before and after (exact: only the shares that
+    involve the patch's sites change), instead of the observables of the whole box.
     """
-    B, R = stop - start, n_draws
-    states = np.repeat(np.asarray(chunk, dtype=system.state_dtype), R, axis=0)  # a fresh copy
+    B, R, P = stop - start, n_draws, pairs_per_snapshot
+    owner = np.arange(start, stop) // P - start // P          # snapshot of each sample in chunk
+    snaps = np.asarray(chunk, dtype=system.state_dtype)
+    states = np.repeat(snaps[owner], R, axis=0)  # a fresh copy per draw
     L, d = states.shape[1], system.grid_dim
     keys = sample_keys(seed, np.arange(start, stop), "partial-evolution")
     per_draw = _draw_keys(keys, R).reshape(B * R, 2)
     patch_index = uniform_index(per_draw[:, 0], K)
     origins = geometry.patch_origins(patch_index, L, p, d)
     before = geometry.extract_blocks(states, origins, p, d)
-    z0 = _observable_matrix(observables, states[::R])
+    z0 = _observable_matrix(observables, snaps)[owner]
+    if local_change:
+        sums_before = np.asarray(system.block_observable_sums(states, origins, p), dtype=np.float64)
     elapsed = system.evolve_windows(states, origins[:, None, :], p, n_events=n_events,
                                     duration=duration, boundary=boundary, seeds=per_draw[:, 1])
     after = geometry.extract_blocks(states, origins, p, d)
-    z1 = _observable_matrix(observables, states).reshape(B, R, -1)
+    if local_change:
+        sums_after = np.asarray(system.block_observable_sums(states, origins, p), dtype=np.float64)
+        increment = ((sums_after - sums_before) / L ** d).reshape(B, R, -1)
+    else:
+        increment = _observable_matrix(observables, states).reshape(B, R, -1) - z0[:, None, :]
     shape = (B, R) if R > 1 else (B,)
-    chunk = {"z0": z0, "delta": K * (z1 - z0[:, None, :]).mean(axis=1),
+    chunk = {"z0": z0, "delta": K * increment.mean(axis=1),
              "dt": np.asarray(elapsed, dtype=np.float64).reshape(B, R).mean(axis=1),
              "patch_index": patch_index.reshape(shape),
              "z1_naive": _observable_matrix(observables, after[::R])}
@@ -204,7 +217,7 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
                       out: str | os.PathLike | None = None, group: str = "partial",
                       chunk_size: int = 2000, n_draws: int = 1, overwrite: bool = False,
                       max_chunks: int | None = None, progress: bool = True,
-                      executor: Any = None) -> PartialEvolutionData:
+                      executor: Any = None, pairs_per_snapshot: int = 1) -> PartialEvolutionData:
     """Evolve one uniformly drawn patch of every snapshot and record the increments.
 
     Parameters
@@ -248,17 +261,32 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
     executor:
         Where the chunks run (:mod:`matscale.parallel`: None = this process, a process pool or
         Dask); the data are identical for any executor and chunk size.
+    pairs_per_snapshot:
+        P samples per snapshot (N x P samples; sample i evolves snapshot i // P), the same data
+        as snapshots repeated P times without holding the copies.
+
+    Systems whose observables are sums of local shares may offer ``block_observable_sums(states,
+    origins, size) -> [B, d]``: the sums, over every share that involves a site of the block of
+    side ``size`` at ``origins``, of the observables times the number of cells. The increment
+    is then their change over the evolved patch divided by the number of cells, which costs
+    the patch instead of the whole box (used with the system's own observables).
     """
     snapshots = np.asarray(snapshots)
     if snapshots.dtype != np.dtype(system.state_dtype):
         raise TypeError(f"snapshots must be {np.dtype(system.state_dtype)}, got {snapshots.dtype}")
     L, K = _validate(system, snapshots, p, n_events, duration, boundary, chunk_size, n_draws)
-    p, n, R = int(p), len(snapshots), int(n_draws)
+    if isinstance(pairs_per_snapshot, (bool, np.bool_)) or int(pairs_per_snapshot) != pairs_per_snapshot \
+            or int(pairs_per_snapshot) < 1:
+        raise ValueError(f"pairs_per_snapshot must be an integer >= 1, got {pairs_per_snapshot}")
+    P = int(pairs_per_snapshot)
+    p, n, R = int(p), len(snapshots) * P, int(n_draws)
     if n_events is None and duration is None:
         duration = DEFAULT_DURATION
+    local_change = False
     if observables is None:
         observables = system.observables
         observable_names = tuple(observable_names or system.observable_names)
+        local_change = callable(getattr(system, "block_observable_sums", None))
     d = _observable_matrix(observables, snapshots[:1]).shape[1]
     names = tuple(observable_names or (f"phi{i}" for i in range(d)))
     if len(names) != d:
@@ -283,6 +311,8 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
                                        "observable_names")}}
     if R > 1:  # (n_draws = 1 keeps the configuration of existing single-draw files)
         config["n_draws"] = R
+    if P > 1:
+        config["pairs_per_snapshot"] = P
     draw_axis = (R,) if R > 1 else ()
     fields = {"z0": Field((d,), np.float64, "observable units"),
               "delta": Field((d,), np.float64, "observable units"),
@@ -297,8 +327,8 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
 
     def computed(ranges: list[tuple[int, int]]):
         """(start, stop, arrays) of every range, in order, run on ``executor``."""
-        tasks = ((system, snapshots[a:b], a, b, p, K, int(seed), observables, n_events, duration,
-                  boundary, store_patches, R) for a, b in ranges)
+        tasks = ((system, snapshots[a // P:(b - 1) // P + 1], a, b, p, K, int(seed), observables,
+                  n_events, duration, boundary, store_patches, R, P, local_change) for a, b in ranges)
         results = ordered_map(executor, _evolve_chunk, tasks)
         bar = _progress_bar(zip(ranges, results), total=len(ranges), desc="partial evolution",
                             enabled=progress)

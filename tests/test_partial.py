@@ -293,3 +293,29 @@ def test_patch_increment_covariance_is_the_exact_generator_diffusion():
     assert np.all(np.abs(estimate - exact) <= tolerance), (estimate, exact, tolerance)
     # resolving power: a λ of K/2 or 2K (estimate off by a factor 2) lies > 0.5·exact away
     assert np.all(0.5 * np.abs(exact.diagonal()) > 1.5 * tolerance.diagonal())
+
+
+@pytest.mark.parametrize("system", [Ising2D(32, 2.5, 0.1), CurieWeiss(16, 1.2, 0.05)],
+                         ids=["ising", "curie_weiss"])
+def test_local_observable_change_and_pairs_per_snapshot_give_the_same_data(system):
+    """The block-share increment equals the whole-box observables' change exactly, and P pairs
+    per snapshot equal the snapshots repeated P times (any chunking)."""
+    from matscale.partial import partial_evolution
+
+    class WholeBox(type(system)):
+        block_observable_sums = None
+
+    states = system.random_states(6, np.random.default_rng(0))
+    local = partial_evolution(system, states, 8, duration=0.5, seed=3, progress=False)
+    whole = partial_evolution(WholeBox(system.size, system.T, system.h), states, 8, duration=0.5,
+                              seed=3, progress=False)
+    np.testing.assert_array_equal(local.delta, whole.delta)
+    assert np.abs(local.delta).max() > 0
+    per = partial_evolution(system, states, 8, duration=0.5, seed=3, progress=False,
+                            pairs_per_snapshot=3, chunk_size=4)
+    rep = partial_evolution(system, np.repeat(states, 3, axis=0), 8, duration=0.5, seed=3,
+                            progress=False, chunk_size=5)
+    for name in ("z0", "delta", "dt", "patch_index", "patch_after"):
+        np.testing.assert_array_equal(getattr(per, name), getattr(rep, name))
+    with pytest.raises(ValueError, match="pairs_per_snapshot"):
+        partial_evolution(system, states, 8, pairs_per_snapshot=0, progress=False)

@@ -235,10 +235,10 @@ def partial(cfg: RunConfig, system: Any, p: int, up_dir: Path, folder: Path, pro
     chunks: list[dict[str, np.ndarray]] = []
     for tags, value, sys_g in parameter_groups(cfg, system):
         mine = slice(None) if value is None else config_params == value
-        configs = np.repeat(all_configs[mine], pa.pairs_per_config, axis=0)  # pair i <- config i // R
+        configs = all_configs[mine]  # pair i <- config i // pairs_per_config
         arrays = _partial_group(cfg, sys_g, p, configs, tags, folder, keep_patches, progress, executor)
         if value is not None:
-            arrays["params"] = np.full(len(configs), value)
+            arrays["params"] = np.full(len(configs) * pa.pairs_per_config, value)
         chunks.append(arrays)
     arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
     names = list(system.observable_names)
@@ -265,7 +265,7 @@ def _partial_group(cfg: RunConfig, system: Any, p: int, configs: np.ndarray, tag
         duration=None if pa.n_events else duration,
         boundary=pa.boundary, seed=seed, chunk_size=pa.chunk_size, n_draws=pa.n_draws,
         store_patches=keep_patches, out=str(folder / f"partial_work{suffix}.h5"), progress=progress,
-        executor=executor)
+        executor=executor, pairs_per_snapshot=pa.pairs_per_config)
     arrays = {name: _field(result, name) for name in _PAIR_FIELDS
               if keep_patches or not name.startswith("patch_")}
     if "naive" in methods(cfg):
@@ -275,14 +275,15 @@ def _partial_group(cfg: RunConfig, system: Any, p: int, configs: np.ndarray, tag
             system, configs, p, n_events=pa.naive_n_events or p ** system.grid_dim,
             boundary=pa.boundary, seed=seed + 7919, chunk_size=pa.chunk_size,
             store_patches=keep_patches, out=str(folder / f"partial_work_naive{suffix}.h5"),
-            progress=progress, executor=executor)
+            progress=progress, executor=executor, pairs_per_snapshot=pa.pairs_per_config)
         arrays["z1_naive"] = _field(naive, "z1_naive")
         arrays["dt_naive"] = np.asarray(_field(naive, "dt"), dtype=np.float64)
         if keep_patches:
             arrays["patch_after_naive"] = _field(naive, "patch_after")
     d_phys = len(system.observable_names)
     for name in ("z0", "delta", "z1_naive"):
-        arrays[name] = np.asarray(arrays[name], dtype=np.float64).reshape(len(configs), -1)[:, :d_phys]
+        arrays[name] = np.asarray(arrays[name], dtype=np.float64).reshape(len(configs) * pa.pairs_per_config,
+                                                                          -1)[:, :d_phys]
     return arrays
 
 

@@ -198,6 +198,27 @@ class _GlauberSpinSystem:
         phi = np.asarray(spin_observables(states), dtype=np.float64)
         return phi[..., : len(self.observable_names)]
 
+    def block_observable_sums(self, states: np.ndarray, origins: np.ndarray, size: int) -> np.ndarray:
+        """``float64 [B, d]``: L² times the shares of the observables that involve a site of the
+        block of side ``size`` at ``origins [B, 2]`` (periodic): the spins of the block for m,
+        and half of every broken bond with an end in the block for rho_dw. Changing only the
+        block's spins changes the observables by the change of these sums over L²; the partial
+        evolution of a 1024² box then costs its patch, not the box."""
+        from matscale import geometry
+
+        states = np.asarray(states)
+        L, d = states.shape[1], len(self.observable_names)
+        if size + 2 > L:  # a halo that wraps onto the block itself: take the whole box
+            return self.observables(states) * float(L * L)
+        halo = np.sign(geometry.extract_blocks(states, np.asarray(origins) - 1, size + 2, 2)).astype(np.int8)
+        inner = halo[:, 1:-1, 1:-1]
+        sums = [inner.sum(axis=(1, 2), dtype=np.int64).astype(np.float64)]
+        if d > 1:
+            across = (halo[:, 1:-1, :-1] != halo[:, 1:-1, 1:]).sum(axis=(1, 2), dtype=np.int64)
+            down = (halo[:, :-1, 1:-1] != halo[:, 1:, 1:-1]).sum(axis=(1, 2), dtype=np.int64)
+            sums.append(0.5 * (across + down))
+        return np.stack(sums, axis=1)
+
     def order_parameter(self, states: np.ndarray) -> np.ndarray:
         """The magnetization of each state ``float64 [B]`` (tiles are matched on it)."""
         states = np.asarray(states)
