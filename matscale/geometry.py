@@ -42,15 +42,19 @@ def patch_origins(patch_index: np.ndarray, size: int, p: int, grid_dim: int) -> 
     return np.stack([c * p for c in coords], axis=-1).astype(np.int64)
 
 
-def extract_blocks(states: np.ndarray, origins: np.ndarray, p: int, grid_dim: int) -> np.ndarray:
-    """Copies of the side-``p`` blocks of ``states [B, *grid, *cell]`` at ``origins [B, dim]``.
+def extract_blocks(states: np.ndarray, origins: np.ndarray, p: int, grid_dim: int,
+                   rows: np.ndarray | None = None) -> np.ndarray:
+    """Copies of the side-``p`` blocks of ``states [B, *grid, *cell]`` at ``origins [n, dim]``.
 
-    Coordinates wrap periodically. Returns ``[B, p, ..., p, *cell]``.
+    Block i is cut from state ``rows[i]`` (default: state i, n = B). Coordinates wrap
+    periodically. Returns ``[n, p, ..., p, *cell]``.
     """
     states = np.asarray(states)
-    B, size = states.shape[0], states.shape[1]
+    size = states.shape[1]
+    rows = np.arange(states.shape[0]) if rows is None else np.asarray(rows)
+    B = len(rows)
     offsets = np.arange(p)
-    index: list[np.ndarray] = [np.arange(B).reshape((B,) + (1,) * grid_dim)]
+    index: list[np.ndarray] = [rows.reshape((B,) + (1,) * grid_dim)]
     for axis in range(grid_dim):
         coord = (origins[:, axis, None] + offsets) % size  # [B, p]
         shape = [B] + [1] * grid_dim

@@ -155,14 +155,22 @@ def _evolve_chunk(system: Any, chunk: np.ndarray, start: int, stop: int, p: int,
     B, R, P = stop - start, n_draws, pairs_per_snapshot
     owner = np.arange(start, stop) // P - start // P          # snapshot of each sample in chunk
     snaps = np.asarray(chunk, dtype=system.state_dtype)
-    states = np.repeat(snaps[owner], R, axis=0)  # a fresh copy per draw
-    L, d = states.shape[1], system.grid_dim
+    L, d = snaps.shape[1], system.grid_dim
     keys = sample_keys(seed, np.arange(start, stop), "partial-evolution")
     per_draw = _draw_keys(keys, R).reshape(B * R, 2)
     patch_index = uniform_index(per_draw[:, 0], K)
     origins = geometry.patch_origins(patch_index, L, p, d)
-    before = geometry.extract_blocks(states, origins, p, d)
     z0 = _observable_matrix(observables, snaps)[owner]
+    halo = getattr(system, "window_halo", None) if local_change and boundary == "frozen" else None
+    if halo is not None and p + 2 * int(halo) <= L:
+        # Only the patch and the exterior its dynamics reads: a box of side p + 2 halo each.
+        halo = int(halo)
+        system, states = system.resized(p + 2 * halo), geometry.extract_blocks(
+            snaps, origins - halo, p + 2 * halo, d, rows=np.repeat(owner, R))
+        origins = np.full_like(origins, halo)
+    else:
+        states = np.repeat(snaps[owner], R, axis=0)  # a fresh copy per draw
+    before = geometry.extract_blocks(states, origins, p, d)
     if local_change:
         sums_before = np.asarray(system.block_observable_sums(states, origins, p), dtype=np.float64)
     elapsed = system.evolve_windows(states, origins[:, None, :], p, n_events=n_events,
@@ -270,6 +278,9 @@ def partial_evolution(system: Any, snapshots: np.ndarray, p: int, *, n_events: i
     side ``size`` at ``origins``, of the observables times the number of cells. The increment
     is then their change over the evolved patch divided by the number of cells, which costs
     the patch instead of the whole box (used with the system's own observables).
+    Those that also name ``window_halo`` (cells of the exterior that a window's frozen-boundary
+    dynamics reads; 1 for nearest-neighbour spins) evolve each patch in a box of side
+    p + 2 halo cut from the snapshot instead of in a copy of the whole snapshot.
     """
     snapshots = np.asarray(snapshots)
     if snapshots.dtype != np.dtype(system.state_dtype):

@@ -15,6 +15,8 @@ T, H = 2.5, 0.1
 class RecordingIsing(Ising2D):
     """The real Ising2D kernel; keeps a copy of the whole states after every batched call."""
 
+    window_halo = None  # evolve patches inside copies of the whole states, which are recorded
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.after: list[np.ndarray] = []
@@ -27,6 +29,8 @@ class RecordingIsing(Ising2D):
 
 class InterruptedIsing(Ising2D):
     """The real Ising2D kernel, made to fail on its ``fail_at``-th batched call (a crash)."""
+
+    window_halo = None  # patches evolve through this instance's evolve_windows
 
     def __init__(self, *args, fail_at: int, **kwargs):
         super().__init__(*args, **kwargs)
@@ -304,12 +308,15 @@ def test_local_observable_change_and_pairs_per_snapshot_give_the_same_data(syste
 
     class WholeBox(type(system)):
         block_observable_sums = None
+        window_halo = None
 
     states = system.random_states(6, np.random.default_rng(0))
     local = partial_evolution(system, states, 8, duration=0.5, seed=3, progress=False)
     whole = partial_evolution(WholeBox(system.size, system.T, system.h), states, 8, duration=0.5,
                               seed=3, progress=False)
     np.testing.assert_array_equal(local.delta, whole.delta)
+    np.testing.assert_array_equal(local.patch_after, whole.patch_after)  # (Ising: evolved in a halo box)
+    np.testing.assert_array_equal(local.dt, whole.dt)
     assert np.abs(local.delta).max() > 0
     per = partial_evolution(system, states, 8, duration=0.5, seed=3, progress=False,
                             pairs_per_snapshot=3, chunk_size=4)

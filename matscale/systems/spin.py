@@ -487,6 +487,9 @@ class Ising2D(_GlauberSpinSystem):
     _PUBLISHED = (2.5, {64: (2.84e-2, 1.31e-1), 256: (7.98e-4, 3.20e-2), 1024: (4.50e-4, 1.29e-3),
                         4096: (1.95e-3, 2.09e-3)})
 
+    #: a window's frozen-boundary dynamics reads one cell of its exterior (nearest neighbours)
+    window_halo = 1
+
     def __init__(self, L: int, T: float, h: float = 0.0, J: float = 1.0) -> None:
         super().__init__(L, T, h, J)
         self.class_rates = _glauber.ising_class_rates(self.beta, self.J, self.h)
