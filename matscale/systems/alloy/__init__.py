@@ -1,11 +1,12 @@
-"""NbMoTa-type BCC alloy engine: lattice state, barrier models, vacancy kMC, swap MC, SRO, and
+"""NbMoTa-type BCC alloy engine: lattice state, barrier models, vacancy kMC (with per-atom
+displacement tracking and tracer diffusion), swap MC, SRO, and
 :class:`AlloySystem`, the alloy as a system of the matscale pipeline.
 
 Units: eV, Å, K, seconds (k_B = 8.617333e-5 eV/K).
 """
 from __future__ import annotations
 
-from matscale.systems.alloy.kmc import BOLTZMANN_EV_PER_K, KMCEventLog, VacancyKMC
+from matscale.systems.alloy.kmc import BOLTZMANN_EV_PER_K, DisplacementTracker, KMCEventLog, VacancyKMC
 from matscale.systems.alloy.lattice import (
     NEIGHBOR_OFFSETS,
     BCCLattice,
@@ -14,6 +15,15 @@ from matscale.systems.alloy.lattice import (
 )
 from matscale.systems.alloy.balance import kolmogorov_cycle_sums, mirror_deviations
 from matscale.systems.alloy.nnk import ConsistentNNKBarrierModel, NNKBarrierModel
+from matscale.systems.alloy.diffusion import (
+    BCC_CORRELATION_FACTOR,
+    ArrheniusFit,
+    ConstantBarrierModel,
+    TracerDiffusionResult,
+    arrhenius_fit,
+    tracer_diffusion,
+    vacancy_diffusivity_constant_barrier,
+)
 from matscale.systems.alloy.sro import (
     DeltaObserver,
     WarrenCowleyObserver,
@@ -29,6 +39,14 @@ from matscale.systems.alloy.system import AlloySystem
 
 __all__ = [
     "AlloySystem",
+    "ArrheniusFit",
+    "BCC_CORRELATION_FACTOR",
+    "ConstantBarrierModel",
+    "DisplacementTracker",
+    "TracerDiffusionResult",
+    "arrhenius_fit",
+    "tracer_diffusion",
+    "vacancy_diffusivity_constant_barrier",
     "BOLTZMANN_EV_PER_K",
     "BCCLattice",
     "ConsistentNNKBarrierModel",

@@ -39,6 +39,14 @@ exterior is frozen (boundary "frozen"). Vacancies outside the region never move.
 dynamics differently: only the vacancies on those sites at the start of the call move, and
 their hops are not confined (any neighbour atom may be exchanged); every other vacancy is
 frozen in place (a hop onto it has rate 0, as onto any vacancy).
+
+``tracker`` (a :class:`DisplacementTracker`, optional) follows every atom and vacancy through
+the hops: when the vacancy on site a exchanges with the atom on its neighbour b, that atom moves
+by the minimum-image vector b -> a and the vacancy by its opposite; the tracker adds these to
+unwrapped per-particle displacements (exact integers in doubled coordinates) and hop counts.
+It is updated once per block of up to 4096 hops by a compiled replay of the block's (a, b)
+pairs, which both event loops record anyway, so the hop kernels themselves are unchanged and a
+run without a tracker does exactly what it did before.
 """
 from __future__ import annotations
 
@@ -208,6 +216,95 @@ class KMCEventLog:
         }
 
 
+@nb.njit(cache=True)
+def _replay_hops(from_sites, to_sites, doubled, box, particle_at_site, site_of_particle, displacement, hops):
+    """Apply the hops (vacancy from_sites[k] -> to_sites[k]) to the particle bookkeeping: the
+    atom on b moves by the minimum image of d(a) - d(b) (doubled coordinates), the vacancy by
+    the opposite vector; both hop counts grow by one."""
+    for k in range(from_sites.shape[0]):
+        a = from_sites[k]
+        b = to_sites[k]
+        atom = particle_at_site[b]
+        vacancy = particle_at_site[a]
+        for c in range(3):
+            step = np.int64(doubled[a, c]) - np.int64(doubled[b, c])
+            half = box[c] // 2
+            if step > half:
+                step -= box[c]
+            elif step < -half:
+                step += box[c]
+            displacement[atom, c] += step
+            displacement[vacancy, c] -= step
+        hops[atom] += 1
+        hops[vacancy] += 1
+        particle_at_site[a] = atom
+        particle_at_site[b] = vacancy
+        site_of_particle[atom] = a
+        site_of_particle[vacancy] = b
+
+
+class DisplacementTracker:
+    """Unwrapped displacements and hop counts of every atom and vacancy of a lattice through the
+    hops of :meth:`VacancyKMC.evolve` (pass ``tracker=``).
+
+    Particles are numbered by the site they occupy when the tracker is made (particle p starts on
+    site p) and keep that identity while they hop. ``species[p]`` is the fixed species code of
+    particle p (0 = vacancy). A hop of the vacancy on site a with the atom on its first neighbour
+    b moves that atom by the minimum-image vector b -> a (length λ = √3 a / 2) and the vacancy by
+    a -> b. Displacements are accumulated exactly, as integers in doubled coordinates (units of
+    a / 2); :attr:`displacement_A` gives them in Å.
+
+    The lattice needs at least 2 cells along every axis (with 1 cell a first-neighbour hop and
+    its opposite join the same two sites, so the hop vector is not defined by the sites).
+    """
+
+    def __init__(self, lattice: BCCLattice) -> None:
+        if not isinstance(lattice, BCCLattice):
+            raise TypeError(f"lattice must be a BCCLattice, got {type(lattice).__name__}")
+        if min(lattice.cells) < 2:
+            raise ValueError(f"DisplacementTracker needs >= 2 cells along every axis, got cells={lattice.cells}")
+        n = lattice.n_sites
+        self.cells = lattice.cells
+        self.lattice_constant = lattice.lattice_constant
+        #: species code of each particle (fixed identity; 0 = vacancy), int8 [N]
+        self.species = lattice.species.copy()
+        #: particle on each site, int64 [N]
+        self.particle_at_site = np.arange(n, dtype=np.int64)
+        #: site of each particle, int64 [N]
+        self.site_of_particle = np.arange(n, dtype=np.int64)
+        #: unwrapped displacement of each particle in doubled coordinates (units of a / 2), int64 [N, 3]
+        self.displacement_doubled = np.zeros((n, 3), dtype=np.int64)
+        #: number of hops of each particle, int64 [N]
+        self.hops = np.zeros(n, dtype=np.int64)
+        self._doubled = lattice.doubled_coords
+        self._box = lattice.doubled_box.astype(np.int64)
+
+    @property
+    def displacement_A(self) -> np.ndarray:
+        """Unwrapped displacement of each particle since the tracker was made, float64 [N, 3] in Å."""
+        return self.displacement_doubled * (0.5 * self.lattice_constant)
+
+    @property
+    def squared_displacement_A2(self) -> np.ndarray:
+        """|R|² of each particle, float64 [N] in Å²."""
+        return np.sum(self.displacement_doubled**2, axis=1) * (0.25 * self.lattice_constant**2)
+
+    def check_follows(self, lattice: BCCLattice) -> None:
+        """ValueError unless this tracker was made on ``lattice``'s geometry and its particles
+        sit where ``lattice.species`` says (the tracker missed no hop)."""
+        if lattice.cells != self.cells or lattice.lattice_constant != self.lattice_constant:
+            raise ValueError(f"tracker was made for cells={self.cells}, a={self.lattice_constant} Å, not for "
+                             f"cells={lattice.cells}, a={lattice.lattice_constant} Å")
+        if not np.array_equal(self.species[self.particle_at_site], lattice.species):
+            raise ValueError("tracker does not follow this lattice (its particles are not where lattice.species "
+                             "puts them): make it with DisplacementTracker(lattice) and pass it to every evolve call")
+
+    def apply_hops(self, from_sites: np.ndarray, to_sites: np.ndarray) -> None:
+        """Record hops of the vacancy from ``from_sites[k]`` to the neighbour ``to_sites[k]``, in order."""
+        _replay_hops(np.asarray(from_sites, dtype=np.int64), np.asarray(to_sites, dtype=np.int64), self._doubled,
+                     self._box, self.particle_at_site, self.site_of_particle, self.displacement_doubled, self.hops)
+
+
 # ---------------------------------------------------------------------------------- engine state
 class _RateCache:
     """Rates, sum tree and vacancy bookkeeping for one lattice + region or mobile-vacancy set."""
@@ -350,6 +447,7 @@ class VacancyKMC:
         boundary: str = "frozen",
         rng: np.random.Generator,
         event_log: KMCEventLog | None = None,
+        tracker: DisplacementTracker | None = None,
     ) -> tuple[BCCLattice, float]:
         """Advance ``lattice`` in place by ``duration`` seconds and/or ``n_events`` hops
         (whichever comes first). With ``duration`` the run stops exactly at that time (the
@@ -358,8 +456,14 @@ class VacancyKMC:
         hop. ``region``: site indices; hops need both sites inside (exterior frozen).
         ``mobile_vacancies``: site indices of vacancies (exclusive with ``region``); only these
         vacancies hop, anywhere (hops not confined), all other vacancies stay put.
+        ``tracker``: a :class:`DisplacementTracker` made on ``lattice`` (and passed to every call
+        since); it receives every hop's displacements.
         """
         self._check_args(lattice, duration, n_events, boundary, rng)
+        if tracker is not None:
+            if not isinstance(tracker, DisplacementTracker):
+                raise TypeError(f"tracker must be a DisplacementTracker or None, got {type(tracker).__name__}")
+            tracker.check_follows(lattice)
         if region is not None and mobile_vacancies is not None:
             raise ValueError("give at most one of region and mobile_vacancies (they are exclusive)")
         if region is not None:
@@ -372,7 +476,7 @@ class VacancyKMC:
         if cache is None or not cache.valid_for(self, lattice, region, mobile_vacancies):
             cache = _RateCache(self, lattice, region, mobile_vacancies)
             self._cache = cache
-        elapsed = self._run(cache, duration, n_events, rng, event_log)
+        elapsed = self._run(cache, duration, n_events, rng, event_log, tracker)
         if event_log is not None:
             event_log.time_offset_s += elapsed
         cache.species_snapshot = lattice.species.copy()
@@ -417,7 +521,8 @@ class VacancyKMC:
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
 
     def _run(self, cache: _RateCache, duration: float | None, n_events: int | None,
-             rng: np.random.Generator, event_log: KMCEventLog | None) -> float:
+             rng: np.random.Generator, event_log: KMCEventLog | None,
+             tracker: DisplacementTracker | None = None) -> float:
         """Event loop. Uniforms come in blocks of 2 * 4096 from ``rng`` (two per step: event,
         waiting time); the fused NNK path and the generic path consume them identically."""
         max_events = np.iinfo(np.int64).max if n_events is None else int(n_events)
@@ -435,7 +540,7 @@ class VacancyKMC:
                 pos = 0
             n_max = int(min(max_events - done, (block.size - pos) // 2))
             step = self._steps_fused if fused else self._steps_generic
-            n_done, time, status = step(cache, n_max, time, t_end, block[pos:pos + 2 * n_max], event_log)
+            n_done, time, status = step(cache, n_max, time, t_end, block[pos:pos + 2 * n_max], event_log, tracker)
             done += n_done
             pos += 2 * n_done
             if status == 1:
@@ -454,7 +559,8 @@ class VacancyKMC:
         event_log.barrier_eV.extend((-np.log(np.asarray(rates) / self.nu0) / self.beta).tolist())
 
     def _steps_fused(self, cache: _RateCache, n_max: int, time: float, t_end: float, uniforms: np.ndarray,
-                     event_log: KMCEventLog | None) -> tuple[int, float, int]:
+                     event_log: KMCEventLog | None, tracker: DisplacementTracker | None = None
+                     ) -> tuple[int, float, int]:
         lattice = cache.lattice
         logs = [np.empty(n_max), np.empty(n_max, np.int64), np.empty(n_max, np.int64),
                 np.empty(n_max, np.int8), np.empty(n_max)]
@@ -466,22 +572,29 @@ class VacancyKMC:
         )
         if event_log is not None:
             self._log(event_log, *(x[:n_done] for x in logs))
+        if tracker is not None:
+            tracker.apply_hops(logs[1][:n_done], logs[2][:n_done])
         return n_done, time, status
 
     def _steps_generic(self, cache: _RateCache, n_max: int, time: float, t_end: float, uniforms: np.ndarray,
-                       event_log: KMCEventLog | None) -> tuple[int, float, int]:
+                       event_log: KMCEventLog | None, tracker: DisplacementTracker | None = None
+                       ) -> tuple[int, float, int]:
         lattice = cache.lattice
         species = lattice.species
         doubled = lattice.doubled_coords
         box = lattice.doubled_box.astype(np.int64)
         hop_barriers = self.barrier_model.hop_barriers
+        hop_sites = None if tracker is None else np.empty((2, n_max), dtype=np.int64)
+        done, status = n_max, 0
         for k in range(n_max):
             total = cache.tree[1]
             if not total > 0.0:
-                return k, time, 1
+                done, status = k, 1
+                break
             wait = -np.log1p(-uniforms[2 * k + 1]) / total  # uniform in [0, 1) -> exponential
             if time + wait > t_end:
-                return k, t_end, 2
+                done, status, time = k, 2, t_end
+                break
             time += wait
             cache.stamp_value += 1
             slot, a, b, direction, n_aff = _select_and_hop(
@@ -491,8 +604,13 @@ class VacancyKMC:
             )
             if event_log is not None:
                 self._log(event_log, [time], [a], [b], [species[a]], [cache.rates[slot, direction]])
+            if hop_sites is not None:
+                hop_sites[0, k] = a
+                hop_sites[1, k] = b
             slots = cache.affected[:n_aff]
             barriers = np.asarray(hop_barriers(lattice, cache.vac_sites[slots]), dtype=np.float64)
             _set_rates(cache.tree, cache.n_leaves, cache.rates, slots, barriers, cache.vac_sites,
                        cache.neighbors1, cache.in_region, self.nu0, self.beta)
-        return n_max, time, 0
+        if hop_sites is not None:
+            tracker.apply_hops(hop_sites[0, :done], hop_sites[1, :done])
+        return done, time, status
