@@ -32,7 +32,8 @@ from matscale.systems.alloy.io import (
 from matscale.systems.alloy.kra import KRABarrierModel
 
 _CALCULATORS = ("LatticeEAM", "ASELocalEnergy", "LammpsEngine", "load_lammps", "make_zhou_setfl",
-                "write_setfl", "read_setfl")
+                "write_setfl", "read_setfl", "ClusterExpansionEnergy", "fit_surrogate",
+                "detect_receptive_field")
 
 __all__ = [*_engine_all, "KRABarrierModel", "to_structure", "from_structure", "write_extxyz",
            "read_extxyz", "write_lammps_dump", "read_lammps_dump", *_CALCULATORS]

@@ -181,3 +181,199 @@ def test_ase_local_errors():
     lat = _emt_lattice((2, 2, 2), 0)
     with pytest.raises(ValueError, match="different sites"):
         ASELocalEnergy(EMT(), cutoff=6.0).swap_deltas(lat, np.array([[1, 1]]))
+
+
+# ---------------------------------------------------------------- receptive field (message passing)
+from ase.calculators.calculator import Calculator, all_changes  # noqa: E402
+
+
+class TwoLayerMessagePassing(Calculator):
+    """A small two-layer message-passing energy on ASE's neighbour list (a real computation):
+
+        h_i = Σ_{j: r_ij < r_c} w[Z_j] f(r_ij),      f(r) = (1 − (r/r_c)²)²
+        e_i = ε[Z_i] + u[Z_i] Σ_{j: r_ij < r_c} f(r_ij) tanh(h_j)
+
+    e_i depends on every atom within 2 r_c of i (two layers × r_c), like a 2-layer MLIP. It has
+    no entry for the vacancy symbol 'X' (Z = 0) and fails on it, like CHGNet. It records every
+    requested property list, and ``dtype`` sets the precision of its outputs."""
+
+    implemented_properties = ["energy", "energies"]
+
+    W = {41: 0.6, 42: 1.4, 73: 1.0}
+    EPS = {41: -7.0, 42: -6.0, 73: -8.0}
+    U = {41: -0.8, 42: -1.3, 73: -0.5}
+
+    def __init__(self, cutoff: float = 3.5, dtype=np.float64, **kwargs):
+        super().__init__(**kwargs)
+        self.cutoff = cutoff
+        self.n_layers = 2
+        self.dtype = dtype
+        self.requested: list[list[str]] = []
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        from ase.neighborlist import neighbor_list
+
+        super().calculate(atoms, properties, system_changes)
+        self.requested.append(list(properties))
+        z = self.atoms.numbers
+        w = np.array([self.W[int(k)] for k in z])
+        i, j, d = neighbor_list("ijd", self.atoms, self.cutoff)
+        f = (1.0 - (d / self.cutoff) ** 2) ** 2
+        h = np.bincount(i, weights=w[j] * f, minlength=len(z))
+        e = (np.array([self.EPS[int(k)] for k in z])
+             + np.array([self.U[int(k)] for k in z]) * np.bincount(i, weights=f * np.tanh(h[j]), minlength=len(z)))
+        self.results["energies"] = e.astype(self.dtype)
+        self.results["energy"] = self.dtype(e.astype(self.dtype).sum(dtype=self.dtype))
+
+
+class BatchedMessagePassing(TwoLayerMessagePassing):
+    """The same model with a ``batch_energies`` hook (one call for many structures)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.batch_calls = 0
+
+    def batch_energies(self, structures):
+        self.batch_calls += 1
+        out = []
+        for atoms in structures:
+            self.calculate(atoms, ["energies"], all_changes)
+            out.append(self.results["energies"].copy())
+        return out
+
+
+class TaskMessagePassing(TwoLayerMessagePassing):
+    """The same model with CHGNet's extra ``task`` argument of ``calculate``."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes, task="efsm"):
+        self.tasks = [*getattr(self, "tasks", []), task]
+        super().calculate(atoms, properties, system_changes)
+
+
+def _mp_lattice(cells, seed, n_vacancies=1):
+    return random_solid_solution(EQUIMOLAR, cells, n_vacancies=n_vacancies, rng=np.random.default_rng(seed))
+
+
+def _hops_and_swaps(lat, seed, n_swaps=2):
+    rng = np.random.default_rng(seed)
+    hops = [(int(v), int(t)) for v in lat.vacancies for t in lat.neighbors(1)[v]]
+    swaps = [tuple(int(x) for x in rng.choice(np.flatnonzero(lat.species > 0), 2, replace=False))
+             for _ in range(n_swaps)]
+    return np.array(hops + swaps)
+
+
+def test_receptive_field_is_detected_from_layers_and_cutoff():
+    from ase.calculators.emt import EMT
+    from ase.calculators.lj import LennardJones
+
+    model = ASELocalEnergy(TwoLayerMessagePassing(cutoff=3.5))
+    assert model.receptive_field == pytest.approx(7.0) and model.cutoff == pytest.approx(3.5)
+    assert model.interaction_range == pytest.approx(14.0)
+    assert ASELocalEnergy(EMT(), cutoff=6.0).receptive_field == pytest.approx(6.0)
+    assert ASELocalEnergy(LennardJones(sigma=2.0)).receptive_field == pytest.approx(6.0)
+    eam = ASELocalEnergy(EAM_CALC())
+    assert eam.receptive_field == pytest.approx(6.3953, abs=1e-3)
+
+
+def EAM_CALC():
+    from ase.calculators.eam import EAM
+
+    return EAM(potential=str(potential_path("NbMoTa_Zhou04.eam.alloy")))
+
+
+def test_unknown_receptive_field_is_refused_with_what_to_pass():
+    from ase.calculators.emt import EMT
+
+    class Anonymous(TwoLayerMessagePassing):
+        def __init__(self):
+            super().__init__()
+            del self.n_layers
+
+    with pytest.raises(ValueError, match=r"receptive_field=<message-passing layers × cutoff>"):
+        ASELocalEnergy(Anonymous())
+    with pytest.raises(ValueError, match="receptive_field"):
+        ASELocalEnergy(EMT())  # EMT is local but says nothing about its cutoff
+    with pytest.raises(ValueError, match="must be >= cutoff"):
+        ASELocalEnergy(TwoLayerMessagePassing(), cutoff=3.5, receptive_field=2.0)
+    # an explicit receptive field is accepted for any calculator
+    assert ASELocalEnergy(Anonymous(), receptive_field=7.0).interaction_range == pytest.approx(14.0)
+
+
+@pytest.mark.parametrize("cells", [(8, 8, 8), (4, 4, 4)])
+def test_message_passing_local_delta_needs_the_receptive_field(cells):
+    """8³ (1024 sites): a local cluster of radius 2·R; 4³: the whole cell (the cluster would be
+    larger). With R = 2 r_c every ΔE equals the whole-cell ΔE to round-off; with the bare cutoff
+    r_c the cluster misses atoms whose energies change through the second layer."""
+    lat = _mp_lattice(cells, 3)
+    pairs = _hops_and_swaps(lat, 4)
+    model = ASELocalEnergy(TwoLayerMessagePassing(cutoff=3.5))
+    whole = np.array([model.swap_delta_whole_cell(lat, a, b) for a, b in pairs])
+    assert np.max(np.abs(whole)) > 0.05
+    np.testing.assert_allclose(model.swap_deltas(lat, pairs), whole, atol=1e-9, rtol=0)
+    if cells == (8, 8, 8):
+        bare = ASELocalEnergy(TwoLayerMessagePassing(cutoff=3.5), receptive_field=3.5)
+        error = np.abs(bare.swap_deltas(lat, pairs) - whole)
+        assert error.max() > 1e-3  # meV-level errors, as the bare-cutoff cluster of a real MLIP
+
+
+def test_vacancies_never_reach_the_calculator_and_only_energies_are_requested():
+    """Two vacancies: every hop works although the model has no 'X'; every call asks for
+    per-atom energies only (and task='e' where calculate() takes a task, as CHGNet's)."""
+    lat = _mp_lattice((8, 8, 8), 5, n_vacancies=2)
+    calc = TaskMessagePassing(cutoff=3.5)
+    model = ASELocalEnergy(calc)
+    pairs = _hops_and_swaps(lat, 6, n_swaps=0)
+    delta = model.swap_deltas(lat, pairs)
+    assert np.isfinite(delta).all()
+    assert {tuple(p) for p in calc.requested} == {("energies",)}
+    assert set(calc.tasks) == {"e"}
+    with pytest.raises(KeyError):  # the model itself cannot take a vacancy
+        calc.get_potential_energy(lat.to_atoms())
+
+
+def test_before_state_is_evaluated_once_per_group_and_batched():
+    """2 vacancies × 8 hops: 2 'before' clusters + 16 end states; one batch call with the hook."""
+    lat = _mp_lattice((8, 8, 8), 7, n_vacancies=2)
+    pairs = _hops_and_swaps(lat, 8, n_swaps=0)
+    n_hops = int((lat.species[pairs[:, 1]] > 0).sum())
+    plain = ASELocalEnergy(TwoLayerMessagePassing(cutoff=3.5))
+    reference = plain.swap_deltas(lat, pairs)
+    assert plain.n_structures == 2 + n_hops and plain.n_calls == 2 + n_hops
+    calc = BatchedMessagePassing(cutoff=3.5)
+    batched = ASELocalEnergy(calc)
+    np.testing.assert_allclose(batched.swap_deltas(lat, pairs), reference, atol=1e-12, rtol=0)
+    assert calc.batch_calls == 1 and batched.n_calls == 1 and batched.n_structures == 2 + n_hops
+    # whole-cell mode: the unchanged cell once per call, whatever the number of groups
+    small = _mp_lattice((4, 4, 4), 7, n_vacancies=2)
+    cell_model = ASELocalEnergy(TwoLayerMessagePassing(cutoff=3.5))
+    small_pairs = _hops_and_swaps(small, 9, n_swaps=3)
+    cell_model.swap_deltas(small, small_pairs)
+    n_moves = int((small.species[small_pairs[:, 0]] != small.species[small_pairs[:, 1]]).sum())
+    assert cell_model.n_structures == 1 + n_moves
+
+
+def test_float32_site_energies_give_float64_deltas():
+    """A float32 model: ΔE summed in float64 over the changed region matches the float64 model to
+    ~1e-6 eV (float32 site energies ~7 eV carry ~5e-7 eV each), while the difference of the
+    float32 totals of the 1024-atom cell (~7000 eV, spacing 4.9e-4 eV) is quantised."""
+    lat = _mp_lattice((8, 8, 8), 11)
+    pairs = _hops_and_swaps(lat, 12)
+    exact = ASELocalEnergy(TwoLayerMessagePassing(cutoff=3.5)).swap_deltas(lat, pairs)
+    single = ASELocalEnergy(TwoLayerMessagePassing(cutoff=3.5, dtype=np.float32)).swap_deltas(lat, pairs)
+    np.testing.assert_allclose(single, exact, atol=2e-5, rtol=0)
+    totals = ASELocalEnergy(TwoLayerMessagePassing(cutoff=3.5, dtype=np.float32), per_atom=False)
+    coarse = np.array([totals.swap_delta_whole_cell(lat, a, b) for a, b in pairs])
+    assert np.max(np.abs(coarse - exact)) > 5 * np.max(np.abs(single - exact))
+
+
+def test_site_energies_switched_off_is_explained():
+    """CHGNet-like: 'energies' listed but only computed on request; auto mode uses totals, an
+    explicit per_atom=True names the option to set."""
+
+    class SiteEnergiesOff(TwoLayerMessagePassing):
+        return_site_energies = False
+
+    model = ASELocalEnergy(SiteEnergiesOff())
+    assert model.per_atom is False
+    with pytest.raises(ValueError, match="return_site_energies=True"):
+        ASELocalEnergy(SiteEnergiesOff(), per_atom=True)

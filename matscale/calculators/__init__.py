@@ -1,4 +1,6 @@
-"""Where energies come from: EAM tables, on-lattice EAM, any ASE calculator, LAMMPS.
+"""Where energies come from: EAM tables, on-lattice EAM, any ASE calculator (MLIPs included, on
+clusters sized by their receptive field), LAMMPS, and cluster-expansion surrogates fitted to any
+of them.
 
 All energy sources implement :class:`~matscale.calculators.base.LocalEnergyModel`
 (``swap_delta``, ``swap_deltas``, ``interaction_range``); units eV and Å. Imports are lazy so
@@ -21,6 +23,9 @@ _LAZY = {
     "read_setfl": "matscale.calculators.eam",
     "LatticeEAM": "matscale.calculators.lattice_eam",
     "ASELocalEnergy": "matscale.calculators.ase_local",
+    "detect_receptive_field": "matscale.calculators.ase_local",
+    "ClusterExpansionEnergy": "matscale.calculators.surrogate",
+    "fit_surrogate": "matscale.calculators.surrogate",
     "LammpsEngine": "matscale.calculators.lammps",
     "load_lammps": "matscale.calculators.lammps",
 }

@@ -143,7 +143,10 @@ class AlloySystemConfig:
     "kra" (E_b = E0 + ΔE/2 from an energy model); for "kra" and "nnk_consistent" ``energy`` =
     "eam" (on-lattice EAM of the setfl ``potential``), "lammps" (the same potential through
     LAMMPS) or "ase" (``ase_calculator`` = "module:Class", constructed without arguments,
-    restricted to a local cluster of ``ase_cutoff`` Å);
+    restricted to a local cluster around the changed sites: ``ase_cutoff`` Å is the
+    potential's cutoff, ``ase_receptive_field`` Å (0: detected from the calculator, or equal
+    to the cutoff for a known local potential) the range within which an atom's energy
+    depends on the others, message-passing layers × cutoff for a graph network);
     ``kra_e0``: the KRA E0 per element (eV).
     """
 
@@ -161,6 +164,7 @@ class AlloySystemConfig:
     potential: str = "NbMoTa_Zhou04.eam.alloy"
     ase_calculator: str = ""
     ase_cutoff: float = 0.0
+    ase_receptive_field: float = 0.0
     kra_e0: tuple[float, ...] = (0.9, 1.2, 1.1)
 
     grid_dim = 3
@@ -246,6 +250,7 @@ def _check_alloy(cfg: Any) -> None:
         c._require(":" in s.ase_calculator,
                    f"system.ase_calculator={s.ase_calculator!r} must be 'module:Class' for energy='ase'")
         c._positive("system.ase_cutoff", s.ase_cutoff)
+        c._positive("system.ase_receptive_field", s.ase_receptive_field, allow_zero=True)
     c._require(len(ref.temperatures) >= 1, "reference.temperatures must list at least one temperature")
     for i, T in enumerate(ref.temperatures):
         c._require(T > 0, f"reference.temperatures[{i}]={T} out of range (allowed: > 0 K)")
@@ -285,7 +290,7 @@ def _energy_model(s: AlloySystemConfig) -> Any:
         calculator = getattr(importlib.import_module(module), name)()
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"system.ase_calculator={s.ase_calculator!r} cannot be loaded: {exc}") from None
-    return ASELocalEnergy(calculator, cutoff=s.ase_cutoff)
+    return ASELocalEnergy(calculator, cutoff=s.ase_cutoff, receptive_field=s.ase_receptive_field or None)
 
 
 def _barrier_model(s: AlloySystemConfig) -> Any:
