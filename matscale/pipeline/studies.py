@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 #: workflow name -> "module:attribute" of its :class:`Study`.
-STUDY_MODULES: dict[str, str] = {}
+STUDY_MODULES: dict[str, str] = {
+    "identify": "matscale.pipeline.identify:STUDY",          # SDE identification, integrator templates
+    "diffusion": "matscale.pipeline.diffusion_study:STUDY",  # tracer diffusion and Arrhenius fits
+}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ Public API::
     paths = sde.sample(z0[0], ts=[0.0, 5.0, 10.0], n_paths=64, seed=1)   # substeps <= 2 x training dt
     ys = torchsde.sdeint(sde.conditioned(params), y0, ts, method="euler", dt=sde.safe_step)
     sde.save("run/sde"); sde2 = load_sde("run/sde")
+    sde = fit_sde(z0, z1, dt, template=SymplecticEuler(mass=1.0))    # learn F, sigma of dp only
+    force, noise = sde.learned_functions(x)                         # x: the template's site inputs
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from .fitted import SAFE_STEP_FACTOR, ConditionedSDE, FittedSDE, NonFiniteRollou
 from .integrators import METHODS, euler_maruyama, integrate, integrate_grid, milstein, substep_counts
 from .losses import LOSSES, em_nll, milstein_nll
 from .models import DIFFUSION_KINDS, SDEModel
+from .templates import TEMPLATES, IntegratorTemplate, SymplecticEuler, WalshWave, template_from_record
 from .trainer import TrainingDivergedError, fit_sde
 
 __all__ = [
@@ -23,4 +26,5 @@ __all__ = [
     "ConditionedSDE", "NonFiniteRolloutError", "SAFE_STEP_FACTOR",
     "LOSSES", "DIFFUSION_KINDS", "METHODS", "em_nll", "milstein_nll",
     "integrate", "integrate_grid", "substep_counts", "euler_maruyama", "milstein",
+    "IntegratorTemplate", "SymplecticEuler", "WalshWave", "TEMPLATES", "template_from_record",
 ]

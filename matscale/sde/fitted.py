@@ -12,8 +12,9 @@ import torch
 
 from matscale.io import reading
 
-from .integrators import METHODS, integrate_grid
+from .integrators import METHODS, integrate_grid, substep_counts
 from .models import SDEModel
+from .templates import IntegratorTemplate, site_values, template_from_record
 
 DriftPrior = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 WEIGHTS_FILE = "model.pt"
@@ -92,28 +93,35 @@ class FittedSDE:
     It is also an SDE object for ``torchsde.sdeint(sde, y0, ts)``: ``f(t, y)``, ``g(t, y)``,
     ``noise_type`` ("diagonal" or "general") and ``sde_type`` ("ito"); with conditioning inputs
     use ``sde.conditioned(params)``.
+
+    Fitted through an integrator template (``template``, :mod:`matscale.sde.templates`), the
+    networks are the template's per-site force and noise: evaluate them with
+    ``learned_functions(x)``; ``sample`` rolls out with the template's step, and the drift /
+    diffusion / torchsde views of the whole state are not defined (one-line ValueError).
     """
 
     sde_type = "ito"
 
     def __init__(self, model: SDEModel, config: dict[str, Any], history: dict[str, list] | None = None,
-                 drift_prior: DriftPrior | None = None):
+                 drift_prior: DriftPrior | None = None, template: IntegratorTemplate | None = None):
         self.model = model.eval()
         self.config = config
         self.history = history or {"train": [], "val": [], "lr": []}
         self.drift_prior = drift_prior
+        self.template = template
 
     def __repr__(self) -> str:
+        through = "" if self.template is None else f", template={self.template!r}"
         return (f"FittedSDE(dim={self.dim}, n_params={self.n_params}, diffusion={self.config['diffusion']!r}, "
-                f"loss={self.config['loss']!r})")
+                f"loss={self.config['loss']!r}{through})")
 
     @property
     def dim(self) -> int:
-        return self.model.dim
+        return self.model.dim if self.template is None else self.template.dim
 
     @property
     def n_params(self) -> int:
-        return self.model.n_params
+        return self.model.n_params if self.template is None else 0
 
     @property
     def device(self) -> torch.device:
@@ -165,6 +173,9 @@ class FittedSDE:
 
     def _coefficients_t(self, z: torch.Tensor, p: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(drift [B, d], sigma [B, d] if diagonal else [B, d, d]) from one network pass."""
+        if self.template is not None:
+            raise ValueError(f"drift: this SDE was fitted through template {self.template.name!r}; its networks "
+                             f"are the per-site force and noise, evaluate them with sde.learned_functions(x)")
         m = self.model
         mu_u, sig_u = m.standardized(m.standardize_state(z), m.standardize_params(p))
         mu = mu_u * m.z_scale / m.time_scale
@@ -173,6 +184,22 @@ class FittedSDE:
         if m.diagonal:
             return mu, sig_u * m.z_scale / m.time_scale.sqrt()
         return mu, m.z_scale[:, None] * sig_u / m.time_scale.sqrt()
+
+    def learned_functions(self, x: Any) -> tuple[Any, Any]:
+        """A template fit's learned functions at site inputs x [N, n_features] (the template's
+        ``feature_names``): (force [N, n_outputs], noise amplitude [N, n_outputs]) in the
+        template's physical units (numpy in -> numpy out, torch in -> torch out)."""
+        t = self.template
+        if t is None:
+            raise ValueError("learned_functions: this SDE was fitted without a template; use drift(z) and diffusion(z)")
+        xt = self._as_tensor(x, "x")
+        if xt.dim() == 1 and t.n_features == 1:
+            xt = xt[:, None]
+        if xt.dim() != 2 or xt.shape[1] != t.n_features:
+            raise ValueError(f"x: expected shape [N, {t.n_features}] ({', '.join(t.feature_names)}), got {list(xt.shape)}")
+        with torch.no_grad():
+            force, noise = site_values(self.model, xt.unsqueeze(1))
+        return self._output(force[:, 0], x), self._output(noise[:, 0], x)
 
     def drift(self, z: Any, params: Any = None) -> Any:
         """Drift mu(z, p) [N, d] in [z]/[t] (numpy in -> numpy out, torch in -> torch out)."""
@@ -285,6 +312,8 @@ class FittedSDE:
             raise ValueError(f"noise_scale: must be a finite number >= 0, got {noise_scale!r}")
         if method not in METHODS:
             raise ValueError(f"method: unknown {method!r}; allowed: {', '.join(METHODS)}")
+        if self.template is not None and method != "em":
+            raise ValueError(f"method: a template SDE rolls out with template {self.template.name!r}; pass method='em'")
         if method == "milstein" and not self.model.diagonal:
             raise ValueError(f"method: 'milstein' needs a diagonal diffusion, this SDE has {self.config['diffusion']!r}")
         if not isinstance(n_paths, (int, np.integer)) or n_paths < 1:
@@ -293,6 +322,10 @@ class FittedSDE:
             raise ValueError(f"nonfinite: unknown {nonfinite!r}; allowed: {', '.join(NONFINITE_MODES)}")
         times, intervals = _time_grid(ts, n_steps, dt)
         step_bound = self._step_bound(max_step)
+        if self.template is not None and self.template.fixed_dt is not None:
+            step_bound = self.template.fixed_dt   # every substep must be exactly that step
+            for h in intervals / substep_counts(intervals, step_bound):
+                self.template.check_step(float(h), "ts" if ts is not None else "dt")
         dev = resolve_device(device) if device is not None else self.device
         z_start = self._as_tensor(z0, "z0", dev)
         single = z_start.dim() == 1
@@ -317,10 +350,21 @@ class FittedSDE:
                 mu, sigma = self._coefficients_t(z, p_flat)
                 return mu, sigma if scale == 1.0 else sigma * scale
 
+            step_fn = None
+            if self.template is not None:
+                template, model = self.template, self.model
+
+                def sites(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    force, noise = site_values(model, x)
+                    return force, noise if scale == 1.0 else noise * scale
+
+                def step_fn(z: torch.Tensor, h: float, generator: torch.Generator) -> torch.Tensor:
+                    return template.step(z, h, sites, generator)
+
             paths, counts, first_bad = integrate_grid(
                 lambda z: self._drift_t(z, p_flat), lambda z: self._sigma_t(z, p_flat, diagonal_ok=True) * scale,
                 z_flat, intervals, gen, method, max_step=step_bound, coefficients_fn=coefficients,
-                stop_on_nonfinite=nonfinite == "raise", progress=progress)
+                stop_on_nonfinite=nonfinite == "raise", progress=progress, step_fn=step_fn)
         finally:
             if dev != model_device:
                 self.model.to(model_device)
@@ -397,7 +441,14 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def build_model(config: dict[str, Any]) -> SDEModel:
-    """An untrained SDEModel with the architecture recorded in ``config``."""
+    """An untrained SDEModel with the architecture recorded in ``config``. A template fit's model
+    maps the template's site features to its outputs: "state" = the first n_outputs features,
+    conditioning inputs = the rest (``templates.site_values``)."""
+    record = config.get("template")
+    if record:
+        n_out = int(record["n_outputs"])
+        return SDEModel(n_out, int(record["n_features"]) - n_out, diffusion=config["diffusion"],
+                        hidden=tuple(config["hidden"]), activation=config["activation"], floor=config["floor"])
     return SDEModel(config["dim"], config["n_params"], diffusion=config["diffusion"],
                     hidden=tuple(config["hidden"]), activation=config["activation"], floor=config["floor"])
 
@@ -419,13 +470,19 @@ def load_sde(path: str | os.PathLike, *, drift_prior: DriftPrior | None = None,
         raise ValueError(f"drift_prior: this SDE was fitted with drift prior {config['drift_prior']!r}; pass it to load_sde")
     if not config.get("drift_prior") and drift_prior is not None:
         raise ValueError("drift_prior: this SDE was fitted without a drift prior; pass drift_prior=None")
+    template = None
+    if config.get("template"):
+        try:
+            template = template_from_record(config["template"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{file}: {exc}") from None
     model = build_model(config)
     dtype = getattr(torch, config.get("dtype", "float32"))
     model.to(dtype=dtype)
     with reading(file):
         model.load_state_dict(payload["state_dict"])
     model.to(resolve_device(device))
-    return FittedSDE(model, config, json.loads(payload.get("history_json", "null")), drift_prior)
+    return FittedSDE(model, config, json.loads(payload.get("history_json", "null")), drift_prior, template)
 
 
 class ConditionedSDE(torch.nn.Module):

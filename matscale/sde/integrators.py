@@ -22,6 +22,7 @@ METHODS = ("em", "milstein")
 DriftFn = Callable[[torch.Tensor], torch.Tensor]
 SigmaFn = Callable[[torch.Tensor], torch.Tensor]
 CoefficientsFn = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+StepFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 
 # relative slack when a grid interval is an integer multiple of max_step up to rounding (float32
 # times carry ~1e-7 relative error: 10.1 - 4.1 = 6.0000005 is still 30 steps of 0.2)
@@ -122,7 +123,8 @@ def integrate_grid(drift_fn: DriftFn, sigma_fn: SigmaFn, z0: torch.Tensor, inter
                    generator: torch.Generator, method: str = "em", *, max_step: float | None = None,
                    coefficients_fn: CoefficientsFn | None = None,
                    stop_on_nonfinite: bool = False,
-                   progress: str | None = None) -> tuple[torch.Tensor, np.ndarray, int | None]:
+                   progress: str | None = None,
+                   step_fn: StepFn | None = None) -> tuple[torch.Tensor, np.ndarray, int | None]:
     """Roll out over consecutive grid intervals (lengths ``intervals`` [n], each > 0) and record
     the state at the n + 1 grid points.
 
@@ -132,6 +134,8 @@ def integrate_grid(drift_fn: DriftFn, sigma_fn: SigmaFn, z0: torch.Tensor, inter
     ``first_bad`` is the first grid index holding a NaN/inf state (None when all are finite).
     With ``stop_on_nonfinite`` the rollout stops there and later grid points are NaN.
     ``progress``: a description to show a progress bar over the grid intervals (None: quiet).
+    ``step_fn(z, h, generator) -> z_next``, when given, is the step (e.g. an integrator
+    template's, :mod:`matscale.sde.templates`) in place of ``method``'s.
     """
     if method not in METHODS:
         raise ValueError(f"method: unknown {method!r}; allowed: {', '.join(METHODS)}")
@@ -151,7 +155,9 @@ def integrate_grid(drift_fn: DriftFn, sigma_fn: SigmaFn, z0: torch.Tensor, inter
             break
         h = float(length) if n_sub == 1 else float(length) / int(n_sub)
         for _ in range(int(n_sub)):
-            if method == "em":
+            if step_fn is not None:
+                z = step_fn(z, h, generator)
+            elif method == "em":
                 z = _em_step(joint, z, h, generator)
             else:
                 z = _milstein_step(drift_fn, sigma_fn, z, h, generator)

@@ -35,6 +35,7 @@ from .. import __version__
 from .fitted import DriftPrior, FittedSDE, _atomic_torch_save, build_model, make_generator, resolve_device
 from .losses import LOSSES, em_nll, milstein_nll
 from .models import ACTIVATIONS, DIFFUSION_KINDS, SDEModel
+from .templates import IntegratorTemplate, site_values
 
 SCHEDULES = ("plateau", "cosine", "none")
 DRIFT_SCHEMES = ("euler", "heun")
@@ -56,7 +57,9 @@ PATIENCE_SAMPLES = 1_000_000
 # options a resumed run must share with the checkpointed one (the others, e.g. epochs, may change)
 RESUME_KEYS = ("dim", "n_params", "diffusion", "hidden", "activation", "floor", "loss", "lam", "drift_scheme",
                "jitter", "drift_prior", "drift_prior_fingerprint", "seed", "data_fingerprint",
-               "validation_fraction", "dtype", "weight_average")
+               "validation_fraction", "dtype", "weight_average", "template")
+#: diffusion forms a template fit accepts (the template's noise is diagonal per learned output)
+TEMPLATE_DIFFUSIONS = ("diagonal", "constant_diagonal")
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -214,14 +217,17 @@ class _BatchLoss:
     """Mean NLL (standardised frame) of a batch row block [u0 | du_residual | s | p_std]."""
 
     def __init__(self, model: SDEModel, loss: str, lam: float, jitter: float,
-                 drift_scheme: str = "euler"):
+                 drift_scheme: str = "euler", template: IntegratorTemplate | None = None):
         self.model, self.loss, self.lam = model, loss, float(lam)
+        self.template = template  # rows are then [z0 | z1 | dt] in physical units
         self.heun = drift_scheme == "heun"
         self.d, self.q = model.dim, model.n_params
         self.structure = "diagonal" if model.diagonal else "triangular" if model.kind == "cholesky" else "general"
         self.jitter_rel = float(jitter)
 
     def per_sample(self, batch: torch.Tensor, *, create_graph: bool = True) -> torch.Tensor:
+        if self.template is not None:
+            return self._templated(batch)
         d, q, m = self.d, self.q, self.model
         u0, du, s = batch[:, :d], batch[:, d:2 * d], batch[:, 2 * d]
         p_std = batch[:, 2 * d + 1:2 * d + 1 + q] if q else None
@@ -233,6 +239,15 @@ class _BatchLoss:
             mu = 0.5 * (mu + mu_end)
         jitter = self.jitter_rel * m.diff_scale.square() if self.structure == "general" else None
         return em_nll(du, s, mu, sigma, structure=self.structure, lam=self.lam, jitter=jitter)
+
+    def _templated(self, batch: torch.Tensor) -> torch.Tensor:
+        """NLL of the template's step: mean and covariance of the noisy part of z1 from the
+        template, the learned force and noise at the template's sites of z0."""
+        t = self.template
+        d = t.dim
+        z0, z1, dt = batch[:, :d], batch[:, d:2 * d], batch[:, 2 * d]
+        force, noise = site_values(self.model, t.features(z0))
+        return t.nll(z0, z1, dt, force, noise)
 
     def _milstein(self, u0, du, s, p_std, create_graph: bool) -> torch.Tensor:
         m = self.model
@@ -337,7 +352,7 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 # ====================================================================== public entry point
 def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", lam: float = 1.0,
-            diffusion: str = "cholesky", drift_prior: DriftPrior | None = None,
+            diffusion: str | None = None, drift_prior: DriftPrior | None = None,
             hidden: Sequence[int] = (64, 64, 64), activation: str = "silu", epochs: int = 200,
             batch_size: int = 2000, lr: float = 2e-3, weight_decay: float = 0.0,
             schedule: str = "plateau", patience: int | None = None, seed: int = 0,
@@ -347,7 +362,7 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
             dtype: str = "float32", grad_clip: float | None = None,
             callback: Callable[[int, SDEModel, dict[str, list]], None] | None = None,
             num_threads: int | None = 1, drift_scheme: str = "euler",
-            weight_average: float | None = 7.0) -> FittedSDE:
+            weight_average: float | None = 7.0, template: IntegratorTemplate | None = None) -> FittedSDE:
     """Fit dz = mu(z, p) dt + sigma(z, p) dW to pairs z0 -> z1 after steps dt.
 
     Parameters
@@ -359,7 +374,8 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
     loss: "em" (Euler-Maruyama Gaussian NLL), "milstein" (diagonal diffusion only) or "partial"
         (patch increments: covariance lam * dt * Sigma, lam = K the number of patches).
     lam: > 0; only "partial" uses it (lam = 1 is plain "em").
-    diffusion: "diagonal", "cholesky", "spd", "constant" or "constant_diagonal".
+    diffusion: "diagonal", "cholesky", "spd", "constant" or "constant_diagonal"; None (default):
+        "cholesky", or "diagonal" with a template.
     drift_prior: known part of the drift, ``prior(z [B, d] tensor, params [B, q] tensor or None)
         -> [B, d]`` in [z]/[t]; the network learns the residual.
     hidden, activation: widths and activation of the drift and diffusion MLPs.
@@ -402,6 +418,13 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
         2312.02696). The averaged weights are validated and returned: they carry much less of the
         gradient noise than the last iterate, which in noise-dominated pairs is most of the error.
         None: validate and return the raw weights.
+    template: an :class:`~matscale.sde.templates.IntegratorTemplate` (e.g. ``SymplecticEuler``,
+        ``WalshWave``): the networks learn only the template's per-site force and noise, the
+        likelihood is that of the template's step (its known parts exact), and the returned SDE
+        rolls out with that step. Needs loss "em", diffusion "diagonal" or "constant_diagonal",
+        no params, no drift_prior, drift_scheme "euler"; the pairs are checked against the
+        template's deterministic update (``check_pairs``). Evaluate the result with
+        ``sde.learned_functions(x)``.
 
     Training starts from the weighted least-squares linear drift and the constant residual noise
     (the networks' output layers start at zero) and steps the linear part of the drift in units
@@ -414,6 +437,10 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
     Raises TrainingDivergedError (a FloatingPointError) on a NaN/inf loss.
     """
     z0a, z1a, dta, pa = _validate_inputs(z0, z1, dt, params)
+    if diffusion is None:
+        diffusion = "cholesky" if template is None else "diagonal"
+    if template is not None:
+        _validate_template(template, z0a, z1a, dta, pa, loss, diffusion, drift_prior, drift_scheme)
     _validate_options(loss, lam, diffusion, hidden, activation, epochs, batch_size, lr,
                       validation_fraction, schedule)
     if drift_scheme not in DRIFT_SCHEMES:
@@ -443,19 +470,23 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
     if validation_fraction > 0:
         n_val = min(max(n_val, 1), n - 1)
     val_idx, train_idx = order[:n_val], order[n_val:]
-    scales = _input_scales(z0a[train_idx], dta[train_idx], None if pa is None else pa[train_idx])
-
     prior = np.zeros_like(z0a)
-    if drift_prior is not None:
-        prior = _evaluate_prior(drift_prior, z0a, pa)
-    u0 = (z0a - scales.z_loc) / scales.z_scale
-    s = dta / scales.time_scale
-    du = (z1a - z0a - prior * dta[:, None]) / scales.z_scale
-    p_std = None if pa is None else (pa - scales.p_loc) / scales.p_scale
-    drift_scale, diff_scale, linear, offset = _output_scales(u0[train_idx], du[train_idx], s[train_idx],
-                                             None if p_std is None else p_std[train_idx],
-                                             lam if loss == "partial" else 1.0)
-    table = np.hstack([u0, du, s[:, None]] + ([] if p_std is None else [p_std]))
+    if template is not None:
+        scales, drift_scale, diff_scale, linear, offset = _template_scales(template, z0a[train_idx],
+                                                                           z1a[train_idx], dta[train_idx])
+        table = np.hstack([z0a, z1a, dta[:, None]])
+    else:
+        scales = _input_scales(z0a[train_idx], dta[train_idx], None if pa is None else pa[train_idx])
+        if drift_prior is not None:
+            prior = _evaluate_prior(drift_prior, z0a, pa)
+        u0 = (z0a - scales.z_loc) / scales.z_scale
+        s = dta / scales.time_scale
+        du = (z1a - z0a - prior * dta[:, None]) / scales.z_scale
+        p_std = None if pa is None else (pa - scales.p_loc) / scales.p_scale
+        drift_scale, diff_scale, linear, offset = _output_scales(u0[train_idx], du[train_idx], s[train_idx],
+                                                 None if p_std is None else p_std[train_idx],
+                                                 lam if loss == "partial" else 1.0)
+        table = np.hstack([u0, du, s[:, None]] + ([] if p_std is None else [p_std]))
     patience_epochs = _default_patience(len(train_idx)) if patience is None else int(patience)
     train_data = torch.as_tensor(table[train_idx], dtype=tdtype, device=dev)
     val_data = torch.as_tensor(table[val_idx], dtype=tdtype, device=dev)
@@ -476,6 +507,9 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
         "units": "drift [z]/[t], diffusion [z]/sqrt([t]), history NLL in nats per pair of physical z",
         "matscale_version": __version__,
     }
+    if template is not None:  # the rollout's step bound and support come from the recorded data
+        config.update(template=template.record(), min_dt=float(dta.min()), median_dt=float(np.median(dta)),
+                      z_min=z0a.min(axis=0).tolist(), z_max=z0a.max(axis=0).tolist())
 
     if num_threads is not None and int(num_threads) < 1:
         raise ValueError(f"num_threads: must be >= 1 or None, got {num_threads}")
@@ -496,9 +530,48 @@ def fit_sde(z0: Any, z1: Any, dt: Any, *, params: Any = None, loss: str = "em", 
                       schedule=schedule, patience=patience_epochs, seed=seed, device=dev,
                       checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir),
                       checkpoint_every=int(checkpoint_every), progress=progress, jitter=jitter, grad_clip=grad_clip,
-                      nll_offset=float(np.log(scales.z_scale).sum()), callback=callback)
+                      nll_offset=0.0 if template is not None else float(np.log(scales.z_scale).sum()),
+                      callback=callback, template=template)
     finally:
         torch.set_num_threads(old_threads)
+
+
+def _validate_template(template: Any, z0: np.ndarray, z1: np.ndarray, dt: np.ndarray,
+                       params: np.ndarray | None, loss: str, diffusion: str, drift_prior: Any,
+                       drift_scheme: str) -> None:
+    """One-line errors for a template fit: the options it supports and pairs that follow it."""
+    if not isinstance(template, IntegratorTemplate):
+        raise TypeError(f"template: must be an IntegratorTemplate (e.g. SymplecticEuler), got {type(template).__name__}")
+    if loss != "em":
+        raise ValueError(f"loss: a template fit uses the template's own likelihood; pass loss='em', got {loss!r}")
+    if diffusion not in TEMPLATE_DIFFUSIONS:
+        raise ValueError(f"diffusion: a template learns a noise amplitude per output; allowed: "
+                         f"{', '.join(TEMPLATE_DIFFUSIONS)}, got {diffusion!r}")
+    if params is not None or drift_prior is not None or drift_scheme != "euler":
+        raise ValueError("template: not combined with params, drift_prior or drift_scheme='heun' "
+                         "(the template holds the known parts of the step)")
+    if template.n_features < template.n_outputs:
+        raise ValueError(f"template: {template.name!r} has fewer site features ({template.n_features}) "
+                         f"than outputs ({template.n_outputs}); not supported")
+    template.check_pairs(z0, z1, dt)
+
+
+def _template_scales(template: IntegratorTemplate, z0: np.ndarray, z1: np.ndarray, dt: np.ndarray
+                     ) -> tuple[_Scales, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Scales and starting linear force of a template fit, from its training pairs.
+
+    The site features are standardised (the model's "state" = the first n_outputs features, its
+    conditioning inputs the rest); the outputs stay physical (time scale 1). Per site and output
+    the residual is r = a force + sqrt(b) noise xi (``linear_response``); with s = a^2 / b and
+    du = r a / b this is du = s force + sqrt(s) noise xi, the Euler form ``_output_scales`` fits.
+    """
+    x, r, a, b = template.linear_response(z0, z1, dt)
+    loc, scale = x.mean(axis=0), _robust_std(x)
+    k = template.n_outputs
+    s = (a * a / b)[:, 0]
+    drift_scale, diff_scale, linear, offset = _output_scales((x - loc) / scale, r * a / b, s, None, 1.0)
+    scales = _Scales(loc[:k], scale[:k], loc[k:], scale[k:], 1.0)
+    return scales, drift_scale, diff_scale, linear, offset
 
 
 def _evaluate_prior(drift_prior: DriftPrior, z0: np.ndarray, params: np.ndarray | None) -> np.ndarray:
@@ -542,8 +615,9 @@ def _default_patience(n_train: int) -> int:
 def _train(model: SDEModel, config: dict[str, Any], train_data: torch.Tensor, val_data: torch.Tensor, *,
            drift_prior, loss, lam, epochs, batch_size, lr, weight_decay, schedule, patience, seed, device,
            checkpoint_dir: Path | None, checkpoint_every: int, progress: bool, jitter: float,
-           grad_clip: float | None, nll_offset: float, callback=None) -> FittedSDE:
-    batch_loss = _BatchLoss(model, loss, lam, jitter, config["drift_scheme"])
+           grad_clip: float | None, nll_offset: float, callback=None,
+           template: IntegratorTemplate | None = None) -> FittedSDE:
+    batch_loss = _BatchLoss(model, loss, lam, jitter, config["drift_scheme"], template)
     opt = _make_optimizer(model, lr, weight_decay, device)
     sched = _make_scheduler(opt, schedule, epochs, patience)
     gen = make_generator(seed + 1, device)
@@ -551,7 +625,7 @@ def _train(model: SDEModel, config: dict[str, Any], train_data: torch.Tensor, va
     gamma = config.get("weight_average")
     average = None if gamma is None else _PowerAverage(model, gamma)
     evaluated = model if average is None else average.model  # the weights that are validated and returned
-    val_loss = _BatchLoss(evaluated, loss, lam, jitter, config["drift_scheme"])
+    val_loss = _BatchLoss(evaluated, loss, lam, jitter, config["drift_scheme"], template)
     history: dict[str, list] = {"train": [], "val": [], "lr": [], "seconds": [], "train_seconds": []}
     has_val = val_data.shape[0] > 0
     # "reference": the validated weights at the last significant improvement (per-pair NLL, epoch)
@@ -596,10 +670,10 @@ def _train(model: SDEModel, config: dict[str, Any], train_data: torch.Tensor, va
                     model.load_state_dict(start["state"])
                     epoch = -1
         cfg = dict(config, epochs_run=len(history["train"]), best_epoch=epoch, stop_reason=stop_reason)
-        return FittedSDE(model, cfg, history, drift_prior)
+        return FittedSDE(model, cfg, history, drift_prior, template=template)
 
     def val_loss_of(m: SDEModel) -> torch.Tensor:
-        return _BatchLoss(m, loss, lam, jitter, config["drift_scheme"]).values_over(val_data)
+        return _BatchLoss(m, loss, lam, jitter, config["drift_scheme"], template).values_over(val_data)
 
     def checkpoint(epoch_done: int) -> None:
         if ckpt_path is None:
