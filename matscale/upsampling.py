@@ -632,13 +632,23 @@ def _default_observables() -> tuple[Callable[[np.ndarray], np.ndarray], tuple[st
     return spin_observables, tuple(SPIN_OBSERVABLE_NAMES)
 
 
+#: bytes of Fourier transforms held at once by the diagnostics' S(k) (complex128 per site)
+_SK_BYTES = 256 * 2**20
+
+
 def _mean_structure_factor(structure_factor: Callable, states: np.ndarray
                            ) -> tuple[np.ndarray, np.ndarray]:
-    """Batch-averaged radial S(k) without the k = 0 shell."""
-    k, s = structure_factor(states)
-    s = np.asarray(s).reshape(-1, len(k)).mean(axis=0)
+    """Batch-averaged radial S(k) without the k = 0 shell, over chunks of states whose
+    transforms fit in ``_SK_BYTES`` (2000 states of 1024² would need 35 GB at once)."""
+    per_state = 16 * int(np.prod(states.shape[1:]))
+    chunk = max(1, _SK_BYTES // max(per_state, 1))
+    total, k = None, None
+    for start in range(0, len(states), chunk):
+        k, s = structure_factor(states[start:start + chunk])
+        part = np.asarray(s).reshape(-1, len(k)).sum(axis=0)
+        total = part if total is None else total + part
     keep = np.asarray(k) > 0
-    return np.asarray(k)[keep], s[keep]
+    return np.asarray(k)[keep], (total / len(states))[keep]
 
 
 def compare_snapshots(upsampled: np.ndarray, direct: np.ndarray, *,
