@@ -1,0 +1,254 @@
+"""Why the patch likelihood's covariance factor λ = K is biased near T_c (2-D Ising, h = 0).
+
+Experiments on stationary microstates x of the L × L Ising model near T_c (exact Glauber):
+
+``diagnose`` — for each x the exact generator moments (``Ising2D.generator_moments``): drift
+b(x) and diffusion a(x) of m per Glauber time. Against them, as a function of the increment time
+δt, with ``n_rep`` independent evolutions of every x:
+
+* global: Var(Δm | x) / (a(x) δt) and E(Δm | x) / (b(x) δt) when the whole box evolves for δt
+  (what an SDE with the instantaneous a(x) would predict over δt: ratio 1);
+* patch: the same for K Δm_I, the global increment of one n_s = 16² patch I evolved alone for δt
+  with its exterior frozen, scaled by K — what the L_p likelihood with covariance λ δt σσᵀ targets:
+  σσᵀ = Var(K Δm_I) / (λ δt); with λ = K it estimates Var(K Δm_I) / (K δt), to be compared with a(x).
+
+The ratio of the *conditional* variance per time to a(x) falls below 1 as δt grows because single
+flips are undone (a spin flipped against its neighbours flips back at rate ≈ 1): the instantaneous
+diffusion a(x) counts that reversible flip noise, the slow dynamics of m does not feel it.
+
+``learned`` — train the spin pipeline (n_s = 16², λ = K, z = (m, ρ_dw)) at one (L, T), roll the
+fitted SDE out to stationarity and compare ⟨|M|⟩, χ, U and the drift's oddness in m with the
+direct samples of a finished ``critical`` study.
+
+    python benchmarks/study_critical_lambda.py diagnose --L 32 --T 2.27
+    python benchmarks/study_critical_lambda.py learned --L 32 --T 2.27 --direct runs/critical --out runs/critical_learned
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stationary_states(L: int, T: float, n_states: int, *, tau: float, seed: int = 0) -> np.ndarray:
+    """``n_states`` stationary L × L states: n_states/8 runs, aligned start, 10 τ discarded, then
+    8 snapshots τ apart (Glauber time τ ≈ τ_int of |M|)."""
+    from matscale.systems.spin import Ising2D
+
+    system = Ising2D(L, T)
+    rng = np.random.default_rng([seed, L, int(T * 1e4)])
+    runs = max(1, n_states // 8)
+    states = np.ones((runs, L, L), dtype=np.int8)
+    states[: runs // 2] = -1
+    system.evolve_batch(states, duration=10 * tau, seeds=rng.integers(0, 2**63, runs, dtype=np.uint64))
+    out = []
+    for _ in range(8):
+        system.evolve_batch(states, duration=tau, seeds=rng.integers(0, 2**63, runs, dtype=np.uint64))
+        out.append(states.copy())
+    return np.concatenate(out)[:n_states]
+
+
+def increment_moments(L: int, T: float, states: np.ndarray, dts: list[float], *, patch: int = 16,
+                      n_rep: int = 32, seed: int = 1) -> list[dict]:
+    """Per δt: mean over states of Var(Δm|x)/δt and E(Δm|x)/δt for global and patch evolution,
+    with the exact a(x), b(x) averaged over the same states (module docstring)."""
+    from matscale.systems.spin import Ising2D
+
+    system = Ising2D(L, T)
+    drift, diffusion = system.generator_moments(states)
+    b, a = drift[:, 0], diffusion[:, 0, 0]
+    K = (L // patch) ** 2
+    m0 = states.reshape(len(states), -1).mean(axis=1)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for dt in dts:
+        reps = np.repeat(states, n_rep, axis=0)
+        system.evolve_batch(reps, duration=dt, seeds=rng.integers(0, 2**63, len(reps), dtype=np.uint64))
+        dm = (reps.reshape(len(states), n_rep, -1).mean(axis=2) - m0[:, None])
+        reps = np.repeat(states, n_rep, axis=0)
+        origins = np.repeat(rng.integers(0, L, size=(len(states), 1, 2)), n_rep, axis=0)
+        system.evolve_windows(reps, origins, patch, duration=dt, boundary="frozen",
+                              seeds=rng.integers(0, 2**63, len(reps), dtype=np.uint64))
+        dm_patch = K * (reps.reshape(len(states), n_rep, -1).mean(axis=2) - m0[:, None])
+        var_g = dm.var(axis=1, ddof=1).mean() / dt
+        var_p = dm_patch.var(axis=1, ddof=1).mean() / (K * dt)
+        rows.append({"dt": dt, "K": K, "a_exact": float(a.mean()),
+                     "var_global_over_a": float(var_g / a.mean()), "var_patch_over_Ka": float(var_p / a.mean()),
+                     # drift: regress the mean increment on the exact b(x) (b is odd in m, mean ~ 0)
+                     "drift_global_slope": float(np.sum(dm.mean(axis=1) * b) / (dt * np.sum(b * b))),
+                     "drift_patch_slope": float(np.sum(dm_patch.mean(axis=1) * b) / (dt * np.sum(b * b)))})
+    return rows
+
+
+def diagnose(args: argparse.Namespace) -> None:
+    tau = 50.0 * (args.L / 16) ** 2.17
+    start = time.perf_counter()
+    states = stationary_states(args.L, args.T, args.n_states, tau=tau)
+    print(f"# L = {args.L}, T = {args.T}, {len(states)} stationary states ({time.perf_counter() - start:.0f} s); "
+          f"⟨|m|⟩ = {np.abs(states.reshape(len(states), -1).mean(1)).mean():.3f}")
+    dts = [float(x) for x in args.dts.split(",")]
+    rows = increment_moments(args.L, args.T, states, dts, n_rep=args.n_rep)
+    print(f"# exact diffusion of m, mean over states: a = {rows[0]['a_exact']:.4g} per Glauber time (K = {rows[0]['K']})")
+    print("| δt | Var(Δm)/(a δt) global | Var(K Δm_I)/(K a δt) patch | E(Δm)/(b δt) global | E(K Δm_I)/(b δt) patch |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['dt']:g} | {r['var_global_over_a']:.3f} | {r['var_patch_over_Ka']:.3f} | "
+              f"{r['drift_global_slope']:.3f} | {r['drift_patch_slope']:.3f} |")
+    print(f"# {time.perf_counter() - start:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+def pipeline_config(L: int, T: float, *, epochs: int = 40, seed: int = 0, relax: float = 0.0):
+    """The spin pipeline at (L, T, h = 0) with n_s = 16² and λ = K: the quick preset of
+    ``inputs/ising.toml`` (its data volumes), method "ours" only, no reference/evaluation."""
+    from matscale.config import load_config
+
+    cfg = load_config(ROOT / "inputs" / "ising.toml", quick=True)
+    system = dataclasses.replace(cfg.system, L=L, T=T, h=0.0)
+    up = dataclasses.replace(cfg.upsampling, duration=relax or cfg.upsampling.duration)
+    return dataclasses.replace(cfg, name=f"critical L={L} T={T:g}", system=system, upsampling=up,
+                               small=dataclasses.replace(cfg.small, p=(16,), seed=seed),
+                               train=dataclasses.replace(cfg.train, method="ours", epochs=epochs, lam=0.0))
+
+
+def train_point(L: int, T: float, out: Path, *, epochs: int = 40, relax: float = 0.0):
+    """Run (or resume) the pipeline up to ``fit``; returns the loaded model and its config."""
+    import matscale
+    from matscale.pipeline import run_pipeline
+
+    cfg = pipeline_config(L, T, epochs=epochs, relax=relax)
+    run_pipeline(cfg, out, stop_after="fit", progress=False)
+    return matscale.load(out, p=16), cfg
+
+
+def rollout_samples(model, z0: np.ndarray, tau: float, *, equilibrate_taus: float = 10.0,
+                    production_taus: float = 50.0, samples_per_tau: float = 4.0, max_step: float | str = "auto",
+                    seed: int = 0) -> np.ndarray:
+    """m [paths, S] of the learned SDE from ``z0 [paths, d]``: equilibrate, then S samples τ/4 apart
+    (the direct stage's schedule); diverged paths are dropped (their count is printed)."""
+    interval = tau / samples_per_tau
+    n_eq = int(round(equilibrate_taus * samples_per_tau))
+    n_prod = int(round(production_taus * samples_per_tau))
+    paths = model.sample(z0, n_eq + n_prod, interval, n_paths=1, seed=seed, max_step=max_step, nonfinite="keep")
+    paths = np.asarray(paths)
+    if paths.ndim == 4:  # [N, 1, steps, d]
+        paths = paths[:, 0]
+    m = paths[:, n_eq + 1:, 0]
+    ok = np.all(np.isfinite(m), axis=1) & np.all(np.abs(m) <= 1.5, axis=1)
+    if not np.all(ok):
+        print(f"# {np.sum(~ok)} of {len(ok)} rollouts diverged or left |m| <= 1.5; dropped")
+    return np.clip(m[ok], -1.0, 1.0)
+
+
+def conditional_moments(L: int, T: float, states: np.ndarray, bins: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact b(x), a(x) of m averaged in bins of |m| (b signed by m: the restoring part)."""
+    from matscale.systems.spin import Ising2D
+
+    drift, diffusion = Ising2D(L, T).generator_moments(states)
+    m = states.reshape(len(states), -1).mean(axis=1)
+    idx = np.digitize(np.abs(m), bins) - 1
+    out = {"b": np.full(len(bins) - 1, np.nan), "a": np.full(len(bins) - 1, np.nan),
+           "count": np.zeros(len(bins) - 1, dtype=int), "rho": np.full(len(bins) - 1, np.nan)}
+    rho = Ising2D(L, T).observables(states)[:, 1]
+    for k in range(len(bins) - 1):
+        sel = idx == k
+        if sel.sum() >= 5:
+            out["b"][k] = np.mean(np.sign(m[sel]) * drift[sel, 0])
+            out["a"][k] = np.mean(diffusion[sel, 0, 0])
+            out["rho"][k] = np.mean(rho[sel])
+            out["count"][k] = int(sel.sum())
+    return out
+
+
+def learned(args: argparse.Namespace) -> None:
+    from matscale.critical import moments
+    from matscale.pipeline.critical_study import load_samples
+    from matscale.pipeline.stages import load_configs
+
+    L, T = args.L, args.T
+    tau = 50.0 * (L / 16) ** 2.17
+    out = Path(args.out) / (f"L{L}_T{T:g}" + (f"_relax{args.relax:g}" if args.relax else ""))
+    start = time.perf_counter()
+    model, cfg = train_point(L, T, out, epochs=args.epochs, relax=args.relax)
+    t_train = time.perf_counter() - start
+    configs = load_configs(out / "p16" / "upsample")
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(configs), size=args.n_paths, replace=False)
+    z0 = model.encode(configs[picks])
+    start = time.perf_counter()
+    m_learned = rollout_samples(model, z0, tau, max_step=args.max_step)
+    t_roll = time.perf_counter() - start
+    print(f"# L = {L}, T = {T:g}: pipeline to fit {t_train:.0f} s, rollout {t_roll:.0f} s "
+          f"({m_learned.shape[0]} paths x {m_learned.shape[1]} samples)")
+    res = {"learned": moments(m_learned, L, T)}
+    direct_dir = Path(args.direct) / "direct" / f"L{L}_T{T:g}" if args.direct else None
+    if direct_dir is not None and (direct_dir / "samples.npz").is_file():
+        res["direct"] = moments(load_samples(direct_dir)["m"], L, T)
+    for name, r in res.items():
+        print(f"| {name} | {r['abs_m']} | {r['chi']} | {r['binder']} |")
+    # oddness of the learned drift in m at the training states' rho
+    z = model.encode(configs[picks[:200]])
+    mu_plus = model.sde.drift(np.abs(z) * [1, 0] + z * [0, 1])[:, 0]
+    mu_minus = model.sde.drift(-np.abs(z) * [1, 0] + z * [0, 1])[:, 0]
+    print(f"# drift oddness: mean |mu(m)+mu(-m)| / mean |mu(m)| = "
+          f"{np.mean(np.abs(mu_plus + mu_minus)) / np.mean(np.abs(mu_plus)):.3f}")
+    # exact conditional moments on the training states vs equilibrium states, and the learned ones
+    bins = np.linspace(0.0, 1.0, 11)
+    train_states = configs[rng.choice(len(configs), size=min(len(configs), 4000), replace=False)]
+    eq_states = stationary_states(L, T, args.n_eq, tau=tau, seed=3)
+    exact_train = conditional_moments(L, T, train_states, bins)
+    exact_eq = conditional_moments(L, T, eq_states, bins)
+    centres = 0.5 * (bins[1:] + bins[:-1])
+    print("| |m| bin | n eq / train | ρ_dw eq / train | E[b·sgn m] eq | train | learned μ | E[a] eq | train | learned σσᵀ |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for k, c in enumerate(centres):
+        if exact_eq["count"][k] == 0 and exact_train["count"][k] == 0:
+            continue
+        rho = exact_eq["rho"][k] if np.isfinite(exact_eq["rho"][k]) else exact_train["rho"][k]
+        zq = np.array([[c, rho]])
+        mu = float(model.sde.drift(zq)[0, 0]) if np.isfinite(rho) else float("nan")
+        cov = float(model.sde.covariance(zq)[0, 0, 0]) if np.isfinite(rho) else float("nan")
+        print(f"| {c:.2f} | {exact_eq['count'][k]} / {exact_train['count'][k]} | {exact_eq['rho'][k]:.3f} / "
+              f"{exact_train['rho'][k]:.3f} | {exact_eq['b'][k]:.2e} | {exact_train['b'][k]:.2e} | {mu:.2e} | "
+              f"{exact_eq['a'][k]:.2e} | {exact_train['a'][k]:.2e} | {cov:.2e} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: {q: [e.value, e.error] for q, e in r.items()} for k, r in res.items()}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("diagnose")
+    d.add_argument("--L", type=int, default=32)
+    d.add_argument("--T", type=float, default=2.27)
+    d.add_argument("--n-states", type=int, default=128)
+    d.add_argument("--n-rep", type=int, default=32)
+    d.add_argument("--dts", default="0.05,0.2,0.5,1,2,5,20")
+    d.add_argument("--json", default="")
+    g = sub.add_parser("learned")
+    g.add_argument("--L", type=int, default=32)
+    g.add_argument("--T", type=float, default=2.27)
+    g.add_argument("--out", required=True)
+    g.add_argument("--direct", default="", help="a finished critical study folder (direct references)")
+    g.add_argument("--epochs", type=int, default=40)
+    g.add_argument("--n-paths", type=int, default=64)
+    g.add_argument("--n-eq", type=int, default=512)
+    g.add_argument("--max-step", default="auto")
+    g.add_argument("--relax", type=float, default=0.0,
+                   help="LocalRelax duration per window of the upsampling (0: the preset's 3.0)")
+    g.add_argument("--json", default="")
+    args = parser.parse_args()
+    if getattr(args, "max_step", "auto") != "auto":
+        args.max_step = float(args.max_step)
+    {"diagnose": diagnose, "learned": learned}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The ``critical`` study: end to end on a tiny preset, resume, configuration checks, and the
+high-temperature limit against the exact series of the 2-D Ising susceptibility."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from matscale.config import ConfigError, load_config
+from matscale.critical import integrated_autocorrelation_time
+from matscale.pipeline.critical_study import CriticalConfig, describe, run, simulate_point
+from matscale.pipeline.runner import StageRunner
+from matscale.pipeline.studies import STUDY_MODULES
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = CriticalConfig(sizes=(8, 16), temperatures=(2.2, 2.27, 2.35), n_runs=4, tau_16=10.0,
+                      equilibrate_taus=5.0, production_taus=8.0, n_boot=50)
+
+# High-temperature series of the square-lattice Ising susceptibility per site,
+# k_B T χ = Σ_k a_k v^k with v = tanh(J / k_B T) (Sykes, Gaunt, Roberts & Wyles, J. Phys. A 5, 624 (1972)).
+SERIES = (1, 4, 12, 36, 100, 276, 740, 1972, 5172, 13492, 34876, 89764, 229628)
+
+
+def test_tiny_study_end_to_end_and_resume(tmp_path: Path) -> None:
+    runner = StageRunner(out=tmp_path)
+    summary = run(TINY, runner, tmp_path)
+    assert len(runner.executed) == 2 * 3 + 1  # every (L, T) point and the analysis
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "β/ν" in report and "Binder crossing" in report and (tmp_path / "collapse.png").is_file()
+    assert math.isfinite(summary["T_c"]) and set(summary["exponents"]) >= {"beta_over_nu", "gamma_over_nu", "one_over_nu"}
+    with np.load(tmp_path / "direct" / "L8_T2.27" / "samples.npz") as f:
+        m = f["m"]
+    assert m.shape == (4, 32) and np.all(np.abs(m) <= 1)
+
+    again = StageRunner(out=tmp_path)
+    assert run(TINY, again, tmp_path)["T_c"] == summary["T_c"]
+    assert again.executed == []  # nothing recomputed
+
+    with pytest.raises(ConfigError, match="different configuration"):
+        run(dataclasses.replace(TINY, n_runs=5), StageRunner(out=tmp_path), tmp_path)
+
+
+def test_high_temperature_matches_series() -> None:
+    """At T = 5 (ξ ≈ 0.5 ≪ L = 16): k_B T χ_true = n⟨M²⟩ equals the series; M is Gaussian to
+    O(1/n), so U ≈ 0 and the |M|-based χ of the study is χ_true (1 − 2/π)."""
+    T = 5.0
+    cfg = CriticalConfig(sizes=(16, 32), temperatures=(T, 6.0), n_runs=16, tau_16=2.0, z=0.0,
+                         equilibrate_taus=10.0, production_taus=400.0, samples_per_tau=1.0, n_boot=200)
+    m = simulate_point(cfg, 16, T)["m"]
+    n = 16 * 16
+    v = math.tanh(1.0 / T)
+    exact = sum(a * v ** k for k, a in enumerate(SERIES))  # truncation error < 1e-3 at v = 0.197
+    per_run = n * (m ** 2).mean(axis=1)                     # independent runs: error of the mean from their spread
+    err = per_run.std(ddof=1) / math.sqrt(len(per_run))
+    assert abs(per_run.mean() - exact) < 4 * err + 2e-3, (per_run.mean(), err, exact)
+    assert err < 0.05 * exact  # the check has power
+
+    from matscale.critical import moments
+
+    mom = moments(m, 16, T, n_boot=200)
+    assert abs(mom["binder"].value) < 4 * mom["binder"].error + 0.01
+    assert abs(mom["chi"].value * T / (1 - 2 / math.pi) - exact) < 4 * mom["chi"].error * T / (1 - 2 / math.pi) + 0.05
+
+
+def test_autocorrelation_time_of_ar1() -> None:
+    """AR(1) x_t = a x_{t-1} + noise has τ_int = (1 + a) / (2 (1 - a)) = 4.5 for a = 0.8."""
+    rng = np.random.default_rng(1)
+    a, R, S = 0.8, 40, 4000
+    x = np.zeros((R, S))
+    noise = rng.standard_normal((R, S))
+    for t in range(1, S):
+        x[:, t] = a * x[:, t - 1] + noise[:, t]
+    # error of τ_int ≈ τ √(2(2W+1)/N) (Sokal), W ≈ 6τ, N = R·S: ≈ 2 % here; allow 10 %
+    assert integrated_autocorrelation_time(x) == pytest.approx(4.5, rel=0.1)
+
+
+@pytest.mark.parametrize("change, field", [({"sizes": (16,)}, "critical.sizes"),
+                                           ({"temperatures": (2.2, -1.0)}, "critical.temperatures[1]"),
+                                           ({"n_runs": 1}, "critical.n_runs"),
+                                           ({"seed": -1}, "critical.seed"),
+                                           ({"tau_16": 0.0}, "critical.tau_16")])
+def test_config_checks_name_the_field(change: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        dataclasses.replace(CriticalConfig(), **change).check()
+
+
+def test_input_file_loads_with_quick_preset(monkeypatch) -> None:
+    monkeypatch.setitem(STUDY_MODULES, "critical", "matscale.pipeline.critical_study:STUDY")
+    full = load_config(ROOT / "inputs" / "ising_critical.toml")
+    quick = load_config(ROOT / "inputs" / "ising_critical.toml", quick=True)
+    assert full.study.sizes == (16, 32, 48, 64) and quick.study.sizes == (16, 32)
+    assert "L = 16, 32" in describe(quick.study)
