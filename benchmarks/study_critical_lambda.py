@@ -18,10 +18,14 @@ diffusion a(x) counts that reversible flip noise, the slow dynamics of m does no
 
 ``learned`` — train the spin pipeline (n_s = 16², λ = K, z = (m, ρ_dw)) at one (L, T), roll the
 fitted SDE out to stationarity and compare ⟨|M|⟩, χ, U and the drift's oddness in m with the
-direct samples of a finished ``critical`` study.
+direct samples of a finished ``critical`` study. Options select the method variant (see
+:class:`Variant`): ``--symmetrize m`` (mirror pairs, ``train.symmetrize``), ``--mode`` and
+``--n-random`` (which training states), ``--relax``, ``--closure-dim``, ``--min-anchor-time``.
 
     python benchmarks/study_critical_lambda.py diagnose --L 32 --T 2.27
     python benchmarks/study_critical_lambda.py learned --L 32 --T 2.27 --direct runs/critical --out runs/critical_learned
+    python benchmarks/study_critical_lambda.py learned --mode tile --symmetrize m --skip-moments \
+        --direct runs/critical --out runs/critical2
 """
 from __future__ import annotations
 
@@ -105,27 +109,96 @@ def diagnose(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
-def pipeline_config(L: int, T: float, *, epochs: int = 40, seed: int = 0, relax: float = 0.0):
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """Method options of one ``learned`` experiment (defaults: the quick preset of
+    ``inputs/ising.toml``). ``relax``: LocalRelax duration per window (0: the preset's);
+    ``mode``: upsampling mode ("": the preset's "tile_matched"); ``n_random``: random/quenched
+    states (-1: the preset's); ``symmetrize``: ``train.symmetrize``; ``closure_dim``:
+    ``closure.dim``; ``min_anchor_time``: > 0 refits the SDE here on the pairs whose training
+    state was built around a small-run snapshot recorded at t >= min_anchor_time (Glauber time;
+    random states dropped) — an experiment, no pipeline option."""
+
+    relax: float = 0.0
+    mode: str = ""
+    n_random: int = -1
+    symmetrize: str = ""
+    closure_dim: int = 0
+    min_anchor_time: float = 0.0
+
+    def tag(self) -> str:
+        parts = [f"relax{self.relax:g}" if self.relax else "", self.mode,
+                 f"rand{self.n_random}" if self.n_random >= 0 else "",
+                 f"sym{self.symmetrize}" if self.symmetrize else "",
+                 f"cl{self.closure_dim}" if self.closure_dim else "",
+                 f"tmin{self.min_anchor_time:g}" if self.min_anchor_time else ""]
+        return "".join("_" + x for x in parts if x)
+
+
+def pipeline_config(L: int, T: float, *, epochs: int = 40, seed: int = 0, variant: Variant = Variant()):
     """The spin pipeline at (L, T, h = 0) with n_s = 16² and λ = K: the quick preset of
-    ``inputs/ising.toml`` (its data volumes), method "ours" only, no reference/evaluation."""
+    ``inputs/ising.toml`` (its data volumes), method "ours" only, no reference/evaluation,
+    changed by ``variant``."""
     from matscale.config import load_config
 
     cfg = load_config(ROOT / "inputs" / "ising.toml", quick=True)
     system = dataclasses.replace(cfg.system, L=L, T=T, h=0.0)
-    up = dataclasses.replace(cfg.upsampling, duration=relax or cfg.upsampling.duration)
+    up = cfg.upsampling
+    up = dataclasses.replace(up, duration=variant.relax or up.duration, mode=variant.mode or up.mode,
+                             n_random=up.n_random if variant.n_random < 0 else variant.n_random)
     return dataclasses.replace(cfg, name=f"critical L={L} T={T:g}", system=system, upsampling=up,
                                small=dataclasses.replace(cfg.small, p=(16,), seed=seed),
-                               train=dataclasses.replace(cfg.train, method="ours", epochs=epochs, lam=0.0))
+                               closure=dataclasses.replace(cfg.closure, dim=variant.closure_dim),
+                               train=dataclasses.replace(cfg.train, method="ours", epochs=epochs, lam=0.0,
+                                                         symmetrize=variant.symmetrize))
 
 
-def train_point(L: int, T: float, out: Path, *, epochs: int = 40, relax: float = 0.0):
-    """Run (or resume) the pipeline up to ``fit``; returns the loaded model and its config."""
+def train_point(L: int, T: float, out: Path, *, epochs: int = 40, variant: Variant = Variant()):
+    """Run (or resume) the pipeline up to ``fit``; returns the loaded model and its config. With
+    ``variant.min_anchor_time`` > 0 the pipeline stops after ``encode`` and the SDE is fitted
+    here, with the pipeline's settings, on the selected pairs only."""
     import matscale
     from matscale.pipeline import run_pipeline
 
-    cfg = pipeline_config(L, T, epochs=epochs, relax=relax)
-    run_pipeline(cfg, out, stop_after="fit", progress=False)
-    return matscale.load(out, p=16), cfg
+    cfg = pipeline_config(L, T, epochs=epochs, variant=variant)
+    if variant.min_anchor_time <= 0:
+        run_pipeline(cfg, out, stop_after="fit", progress=False)
+        return matscale.load(out, p=16), cfg
+    data_cfg = pipeline_config(L, T, epochs=epochs, variant=dataclasses.replace(variant, symmetrize=""))
+    run_pipeline(data_cfg, out, stop_after="encode", progress=False)
+    return refit_selected(cfg, out / "p16", variant.min_anchor_time), cfg
+
+
+def refit_selected(cfg, pdir: Path, min_anchor_time: float):
+    """The "ours" fit of :func:`matscale.pipeline.stages.fit` on the pairs of training states
+    anchored at t >= ``min_anchor_time`` (random states dropped), saved under pdir/fit_selected."""
+    from matscale.io import read_h5
+    from matscale.pipeline.model import MacroModel
+    from matscale.pipeline.stages import FIT_THREADS, mirrored_pairs, odd_components
+    from matscale.sde import fit_sde, load_sde
+
+    sym = f"_sym{cfg.train.symmetrize}" if cfg.train.symmetrize else ""
+    target = pdir / f"fit_selected_t{min_anchor_time:g}{sym}" / "sde"
+    data = read_h5(pdir / "encode" / "pairs.h5")
+    if not target.exists():
+        anchor = read_h5(pdir / "upsample" / "configs.h5")["anchor_time"]
+        keep = np.repeat(np.nan_to_num(anchor, nan=-1.0) >= min_anchor_time, cfg.partial.pairs_per_config)
+        print(f"# refit on {keep.sum()} of {len(keep)} pairs (anchor time >= {min_anchor_time:g})")
+        tr = cfg.train
+        z0, z1, dt = data["z0"][keep], (data["z0"] + data["delta"])[keep], data["dt"][keep]
+        odd = odd_components(tr.symmetrize, ("m", "rho_dw"))
+        z0, z1, dt, _ = mirrored_pairs(z0, z1, dt, None, odd)
+        sde = fit_sde(z0, z1, dt, loss="partial", lam=cfg.n_patches(16) / cfg.partial.n_draws,
+                      diffusion=tr.diffusion, hidden=tuple(tr.hidden), epochs=tr.epochs,
+                      batch_size=tr.batch_size, lr=tr.lr, seed=tr.seed, progress=False,
+                      validation_fraction=tr.validation_fraction, num_threads=FIT_THREADS)
+        sde.save(target)
+    sde = load_sde(target)
+    record = getattr(sde, "config", None)  # the rollout step limit, as the pipeline's model.json
+    if isinstance(record, dict):
+        record.setdefault("min_dt", float(np.min(data["dt"])))
+        record.setdefault("median_dt", float(np.median(data["dt"])))
+    return MacroModel(sde, cfg, None, 16, "ours", None)
 
 
 def rollout_samples(model, z0: np.ndarray, tau: float, *, equilibrate_taus: float = 10.0,
@@ -174,9 +247,15 @@ def learned(args: argparse.Namespace) -> None:
 
     L, T = args.L, args.T
     tau = 50.0 * (L / 16) ** 2.17
-    out = Path(args.out) / (f"L{L}_T{T:g}" + (f"_relax{args.relax:g}" if args.relax else ""))
+    variant = Variant(relax=args.relax, mode=args.mode, n_random=args.n_random, symmetrize=args.symmetrize,
+                      closure_dim=args.closure_dim, min_anchor_time=args.min_anchor_time)
+    # the refit variant shares the pipeline folder of the same data (it only stops earlier)
+    folder = dataclasses.replace(variant, min_anchor_time=0.0, symmetrize="" if variant.min_anchor_time
+                                 else variant.symmetrize).tag()
+    out = Path(args.out) / (f"L{L}_T{T:g}" + folder)
+    print(f"# variant {variant}")
     start = time.perf_counter()
-    model, cfg = train_point(L, T, out, epochs=args.epochs, relax=args.relax)
+    model, cfg = train_point(L, T, out, epochs=args.epochs, variant=variant)
     t_train = time.perf_counter() - start
     configs = load_configs(out / "p16" / "upsample")
     rng = np.random.default_rng(0)
@@ -193,12 +272,19 @@ def learned(args: argparse.Namespace) -> None:
         res["direct"] = moments(load_samples(direct_dir)["m"], L, T)
     for name, r in res.items():
         print(f"| {name} | {r['abs_m']} | {r['chi']} | {r['binder']} |")
-    # oddness of the learned drift in m at the training states' rho
+    # oddness of the learned drift in m at the training states' other components
     z = model.encode(configs[picks[:200]])
-    mu_plus = model.sde.drift(np.abs(z) * [1, 0] + z * [0, 1])[:, 0]
-    mu_minus = model.sde.drift(-np.abs(z) * [1, 0] + z * [0, 1])[:, 0]
-    print(f"# drift oddness: mean |mu(m)+mu(-m)| / mean |mu(m)| = "
-          f"{np.mean(np.abs(mu_plus + mu_minus)) / np.mean(np.abs(mu_plus)):.3f}")
+    z_plus, z_minus = z.copy(), z.copy()
+    z_plus[:, 0], z_minus[:, 0] = np.abs(z[:, 0]), -np.abs(z[:, 0])
+    mu_plus, mu_minus = model.sde.drift(z_plus)[:, 0], model.sde.drift(z_minus)[:, 0]
+    oddness = float(np.mean(np.abs(mu_plus + mu_minus)) / np.mean(np.abs(mu_plus)))
+    print(f"# drift oddness: mean |mu(m)+mu(-m)| / mean |mu(m)| = {oddness:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"variant": dataclasses.asdict(variant), "oddness": oddness,
+                                               **{k: {q: [e.value, e.error] for q, e in r.items()}
+                                                  for k, r in res.items()}}))
+    if args.skip_moments or z.shape[1] != 2:
+        return
     # exact conditional moments on the training states vs equilibrium states, and the learned ones
     bins = np.linspace(0.0, 1.0, 11)
     train_states = configs[rng.choice(len(configs), size=min(len(configs), 4000), replace=False)]
@@ -218,8 +304,6 @@ def learned(args: argparse.Namespace) -> None:
         print(f"| {c:.2f} | {exact_eq['count'][k]} / {exact_train['count'][k]} | {exact_eq['rho'][k]:.3f} / "
               f"{exact_train['rho'][k]:.3f} | {exact_eq['b'][k]:.2e} | {exact_train['b'][k]:.2e} | {mu:.2e} | "
               f"{exact_eq['a'][k]:.2e} | {exact_train['a'][k]:.2e} | {cov:.2e} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({k: {q: [e.value, e.error] for q, e in r.items()} for k, r in res.items()}))
 
 
 def main() -> None:
@@ -243,6 +327,13 @@ def main() -> None:
     g.add_argument("--max-step", default="auto")
     g.add_argument("--relax", type=float, default=0.0,
                    help="LocalRelax duration per window of the upsampling (0: the preset's 3.0)")
+    g.add_argument("--mode", default="", help="upsampling mode (default: the preset's tile_matched)")
+    g.add_argument("--n-random", type=int, default=-1, help="random/quenched states (-1: the preset's)")
+    g.add_argument("--symmetrize", default="", help='train.symmetrize, e.g. "m" (mirror pairs m -> -m)')
+    g.add_argument("--closure-dim", type=int, default=0)
+    g.add_argument("--min-anchor-time", type=float, default=0.0,
+                   help="> 0: refit on pairs of states anchored at small-run times >= this (Glauber time)")
+    g.add_argument("--skip-moments", action="store_true", help="skip the exact conditional-moment table")
     g.add_argument("--json", default="")
     args = parser.parse_args()
     if getattr(args, "max_step", "auto") != "auto":

@@ -368,6 +368,7 @@ def fit(cfg: RunConfig, system: Any, p: int, encode_dir: Path, folder: Path, pro
     meta = h5_meta(encode_dir / "pairs.h5")
     K = cfg.n_patches(p)
     params = data["params"][:, None] if "params" in data else None
+    odd = odd_components(tr.symmetrize, meta["observables"])
     for method in methods(cfg):
         target = folder / method
         if (target / "model.json").is_file():  # finished before an interruption: keep it
@@ -377,7 +378,8 @@ def fit(cfg: RunConfig, system: Any, p: int, encode_dir: Path, folder: Path, pro
             z1, dt = data["z0"] + data["delta"], data["dt"]
         else:
             z1, lam, dt = data["z1_naive"], 1.0, data.get("dt_naive", data["dt"])
-        sde = fit_sde(data["z0"], z1, dt, params=params, loss="partial", lam=lam,
+        z0, z1, dt, params_m = mirrored_pairs(data["z0"], z1, dt, params, odd)
+        sde = fit_sde(z0, z1, dt, params=params_m, loss="partial", lam=lam,
                       diffusion=tr.diffusion, hidden=tuple(tr.hidden), epochs=tr.epochs,
                       batch_size=tr.batch_size, lr=tr.lr, seed=tr.seed, device=tr.device or None,
                       validation_fraction=tr.validation_fraction, progress=progress,
@@ -385,9 +387,36 @@ def fit(cfg: RunConfig, system: Any, p: int, encode_dir: Path, folder: Path, pro
                       drift_scheme=tr.drift_scheme if method == "ours" else "euler")
         sde.save(target / "sde")
         json_dump({"method": method, "lam": lam, "K": K, "p": p, "observables": meta["observables"],
+                   **({"symmetrized": [meta["observables"][i] for i in odd]} if odd else {}),
                    "parameter": system.parameter_name, "median_dt": float(np.median(dt)),
                    "min_dt": float(np.min(dt)),
                    "history": getattr(sde, "history", None)}, target / "model.json")
+
+
+def odd_components(symmetrize: str, observables: Any) -> list[int]:
+    """Indices in ``observables`` of the comma-separated names in ``symmetrize`` ("" -> [])."""
+    names = [str(o) for o in observables]
+    wanted = [w.strip() for w in symmetrize.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        raise ValueError(f"train.symmetrize names {', '.join(unknown)}, not an observable "
+                         f"(allowed: comma-separated names from {', '.join(names)})")
+    return sorted({names.index(w) for w in wanted})
+
+
+def mirrored_pairs(z0: np.ndarray, z1: np.ndarray, dt: np.ndarray, params: np.ndarray | None,
+                   odd: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Pairs z0 -> z1 [N, d] followed by their mirror images (components ``odd`` negated in both,
+    so the increment is negated there too); dt [N] and params [N, q] repeated. ``odd`` = []:
+    the pairs unchanged. For dynamics invariant under the mirror (the spin flip of an Ising
+    model at h = 0) the mirrored pair is an equally likely draw of the same transition law."""
+    if not odd:
+        return z0, z1, dt, params
+    sign = np.ones(z0.shape[1])
+    sign[odd] = -1.0
+    dt = np.broadcast_to(np.asarray(dt, dtype=np.float64), (len(z0),))
+    return (np.concatenate([z0, z0 * sign]), np.concatenate([z1, z1 * sign]), np.concatenate([dt, dt]),
+            None if params is None else np.concatenate([params, params]))
 
 
 # ----------------------------------------------------------------------------------------------
