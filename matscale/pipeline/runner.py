@@ -129,7 +129,8 @@ def stage_config(cfg: RunConfig, stage: str, p: int | None) -> dict[str, Any]:
 
 #: fields added to a section after runs were made with it: left out of the stage records at
 #: their default, so finished runs of earlier versions stay valid (same data).
-_LATER_FIELDS: dict[tuple[str, str], Any] = {("upsampling", "relax_region"): "all", ("train", "symmetrize"): ""}
+_LATER_FIELDS: dict[tuple[str, str], Any] = {("upsampling", "relax_region"): "all", ("train", "symmetrize"): "",
+                                              ("system", "ase_receptive_field"): 0.0}
 
 
 class StopPipeline(Exception):

@@ -20,6 +20,7 @@ from typing import Any, Callable
 STUDY_MODULES: dict[str, str] = {
     "identify": "matscale.pipeline.identify:STUDY",          # SDE identification, integrator templates
     "diffusion": "matscale.pipeline.diffusion_study:STUDY",  # tracer diffusion and Arrhenius fits
+    "ordering": "matscale.pipeline.ordering_study:STUDY",    # order-disorder from swap Monte Carlo
     "critical": "matscale.pipeline.critical_study:STUDY",    # 2-D Ising finite-size scaling near T_c
 }
 

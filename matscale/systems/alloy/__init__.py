@@ -24,6 +24,15 @@ from matscale.systems.alloy.diffusion import (
     tracer_diffusion,
     vacancy_diffusivity_constant_barrier,
 )
+from matscale.systems.alloy.ordering import (
+    TemperatureScan,
+    TransitionTemperature,
+    b2_order_parameter,
+    b32_order_parameter,
+    sublattice_order_parameters,
+    temperature_scan,
+    transition_temperature,
+)
 from matscale.systems.alloy.sro import (
     DeltaObserver,
     WarrenCowleyObserver,
@@ -68,4 +77,11 @@ __all__ = [
     "sro_delta_patch_shares",
     "warren_cowley",
     "warren_cowley_patch_shares",
+    "TemperatureScan",
+    "TransitionTemperature",
+    "b2_order_parameter",
+    "b32_order_parameter",
+    "sublattice_order_parameters",
+    "temperature_scan",
+    "transition_temperature",
 ]
