@@ -160,8 +160,14 @@ def integrated_autocorrelation_time(x: np.ndarray, *, window_factor: float = 6.0
     independent runs of S successive samples), with Sokal's automatic window: the run-averaged
     normalised autocorrelation ρ(t) is summed, τ = 1/2 + Σ_{t=1}^{W} ρ(t), up to the first W with
     W ≥ ``window_factor`` · τ. The error of a mean of S correlated samples is √(2τ/S) times that
-    of independent ones. Runs are centred on their own means (no cross-run mixing)."""
-    x = _check_samples(x, "x")
+    of independent ones. Runs are centred on their own means (no cross-run mixing). A 1-D ``x``
+    is one run."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x[None, :] if x.ndim == 1 else x
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise ValueError(f"x: expected samples [R runs, S samples] or one series, got shape {list(x.shape)}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x: contains NaN or inf")
     S = x.shape[1]
     if S < 4:
         raise ValueError(f"x: need >= 4 samples per run for an autocorrelation time, got {S}")

@@ -90,34 +90,18 @@ def _series(x: Any, name: str, minimum: int = 2) -> np.ndarray:
     return a
 
 
-def _autocorrelation(x: np.ndarray) -> np.ndarray:
-    """Normalised autocorrelation ρ(t), t = 0..n−1 (FFT, biased 1/n estimator); ρ ≡ 0 for a
-    constant series except ρ(0) = 1."""
-    n = x.size
-    dev = x - x.mean()
-    var = float(dev @ dev) / n
-    if var <= 0.0:
-        rho = np.zeros(n)
-        rho[0] = 1.0
-        return rho
-    size = 1 << int(2 * n - 1).bit_length()
-    spectrum = np.fft.rfft(dev, size)
-    acov = np.fft.irfft(spectrum * np.conj(spectrum), size)[:n] / n
-    return acov / var
-
-
 def integrated_autocorrelation_time(x: Any, *, window_constant: float = WINDOW_CONSTANT) -> float:
     """τ_int = ½ + Σ_{t=1}^{W} ρ(t) of a series, in samples (τ_int = ½ for uncorrelated data),
-    with Sokal's self-consistent window W (module docstring). At least ½."""
+    with Sokal's self-consistent window W (module docstring); one series of
+    :func:`matscale.critical.integrated_autocorrelation_time`. At least ½."""
+    from matscale.critical import integrated_autocorrelation_time as tau_of_runs
+
     a = _series(x, "x")
     if not window_constant > 0:
         raise ValueError(f"window_constant must be > 0, got {window_constant}")
-    rho = _autocorrelation(a)
-    tau = 0.5 + np.cumsum(rho[1:])  # tau[W - 1] = τ_int with window W
-    windows = np.arange(1, a.size)
-    ok = windows >= window_constant * tau
-    w = int(np.argmax(ok)) if ok.any() else a.size - 2
-    return float(max(tau[w], 0.5)) if a.size > 1 else 0.5
+    if a.size < 4:
+        return 0.5
+    return tau_of_runs(a[None, :], window_factor=window_constant)
 
 
 def mean_and_error(x: Any) -> tuple[float, float, float]:
