@@ -89,17 +89,9 @@ class ConstantBarrierModel:
     def jump_barriers(self, atoms: Any, vacancy_index: int) -> tuple[np.ndarray, np.ndarray]:
         """Barriers of the 8 jumps of the vacancy at atom ``vacancy_index`` of a periodic BCC
         ``ase.Atoms``: ``(neighbour atom indices int64 [8], barriers_eV float64 [8])``."""
-        from matscale.systems.alloy.lattice import lattice_from_atoms
+        from matscale.systems.alloy.lattice import jump_barriers_of_atoms
 
-        if not 0 <= int(vacancy_index) < len(atoms):
-            raise ValueError(f"vacancy_index must lie in 0..{len(atoms) - 1}, got {vacancy_index}")
-        lattice, site_of_atom = lattice_from_atoms(atoms)
-        site = int(site_of_atom[int(vacancy_index)])
-        lattice.species[site] = 0
-        atom_of_site = np.empty_like(site_of_atom)
-        atom_of_site[site_of_atom] = np.arange(len(site_of_atom))
-        targets = np.asarray(lattice.neighbors(1), dtype=np.int64)[site]
-        return atom_of_site[targets].astype(np.int64), self.hop_barriers(lattice, np.array([site]))[0]
+        return jump_barriers_of_atoms(self, atoms, vacancy_index)
 
     def __repr__(self) -> str:
         return f"ConstantBarrierModel(barrier_eV={self.barrier_eV})"

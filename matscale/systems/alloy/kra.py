@@ -126,15 +126,6 @@ class KRABarrierModel:
         ``ase.Atoms`` (that atom is treated as the vacancy whatever its symbol). Returns
         ``(neighbor_indices int64 [8], barriers_eV float64 [8])`` — atom indices of the jump
         targets (order of ``NEIGHBOR_OFFSETS[1]``) and their barriers (inf for a vacancy)."""
-        from matscale.systems.alloy.lattice import lattice_from_atoms
+        from matscale.systems.alloy.lattice import jump_barriers_of_atoms
 
-        if not 0 <= int(vacancy_index) < len(atoms):
-            raise ValueError(f"vacancy_index must lie in 0..{len(atoms) - 1}, got {vacancy_index}")
-        lattice, site_of_atom = lattice_from_atoms(atoms)
-        vacancy_site = int(site_of_atom[int(vacancy_index)])
-        lattice.species[vacancy_site] = 0
-        atom_of_site = np.empty_like(site_of_atom)
-        atom_of_site[site_of_atom] = np.arange(len(site_of_atom))
-        targets = np.asarray(lattice.neighbors(1), dtype=np.int64)[vacancy_site]
-        barriers = self.hop_barriers(lattice, np.array([vacancy_site]))[0]
-        return atom_of_site[targets].astype(np.int64), barriers
+        return jump_barriers_of_atoms(self, atoms, vacancy_index)

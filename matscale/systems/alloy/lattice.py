@@ -443,3 +443,21 @@ def lattice_from_atoms(atoms: Any, elements: tuple[str, ...] | None = None) -> t
     species[sites] = [code_of[s] for s in symbols]
     lattice.species = species
     return lattice, sites.astype(np.int64)
+
+
+def jump_barriers_of_atoms(model: Any, atoms: Any, vacancy_index: int,
+                           elements: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(jump-target atom indices int64 [8], barriers eV float64 [8]) of ``model.hop_barriers``
+    for the vacancy at atom ``vacancy_index`` of a periodic BCC ``ase.Atoms`` (that atom is the
+    vacancy whatever its symbol); targets in the order of ``NEIGHBOR_OFFSETS[1]``. The
+    ``jump_barriers`` of every barrier model."""
+    if not 0 <= int(vacancy_index) < len(atoms):
+        raise ValueError(f"vacancy_index must lie in 0..{len(atoms) - 1}, got {vacancy_index}")
+    lattice, site_of_atom = lattice_from_atoms(atoms, elements)
+    vacancy_site = int(site_of_atom[int(vacancy_index)])
+    lattice.species[vacancy_site] = 0
+    atom_of_site = np.empty_like(site_of_atom)
+    atom_of_site[site_of_atom] = np.arange(len(site_of_atom))
+    targets = np.asarray(lattice.neighbors(1), dtype=np.int64)[vacancy_site]
+    barriers = model.hop_barriers(lattice, np.array([vacancy_site]))[0]
+    return atom_of_site[targets].astype(np.int64), barriers

@@ -57,7 +57,7 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from matscale.systems.alloy.lattice import NEIGHBOR_OFFSETS, BCCLattice, lattice_from_atoms
+from matscale.systems.alloy.lattice import NEIGHBOR_OFFSETS, BCCLattice, jump_barriers_of_atoms, lattice_from_atoms
 
 NNK_ELEMENTS: tuple[str, ...] = ("Nb", "Mo", "Ta")
 NNK_LATTICE_CONSTANT = 3.24  # Å, the lattice the network was trained on
@@ -419,22 +419,6 @@ def _image_tables(offsets: np.ndarray, symmetrise: bool) -> np.ndarray:
     return np.array(rows, dtype=np.int32)
 
 
-def _jump_barriers_of_atoms(model: Any, atoms: Any, vacancy_index: int) -> tuple[np.ndarray, np.ndarray]:
-    """(jump-target atom indices int64 [8], barriers eV [8]) of ``model.hop_barriers`` for the
-    vacancy at atom ``vacancy_index`` of a BCC ``ase.Atoms`` (that atom is the vacancy whatever
-    its symbol)."""
-    lattice, site_of_atom = lattice_from_atoms(atoms, NNK_ELEMENTS)
-    if not 0 <= int(vacancy_index) < len(atoms):
-        raise ValueError(f"vacancy_index must lie in 0..{len(atoms) - 1}, got {vacancy_index}")
-    vacancy_site = int(site_of_atom[int(vacancy_index)])
-    lattice.species[vacancy_site] = 0
-    atom_of_site = np.empty_like(site_of_atom)
-    atom_of_site[site_of_atom] = np.arange(len(site_of_atom))
-    targets = lattice.neighbors(1)[vacancy_site]
-    barriers = model.hop_barriers(lattice, np.array([vacancy_site]))[0]
-    return atom_of_site[targets].astype(np.int64), barriers
-
-
 class NNKBarrierModel:
     """NNK vacancy-migration barriers (eV) on a Nb–Mo–Ta BCC lattice (a ≈ 3.24 Å).
 
@@ -630,7 +614,7 @@ class NNKBarrierModel:
         ``(neighbor_indices int64 [8], barriers_eV float64 [8])``: atom indices of the jump
         targets (order of ``NEIGHBOR_OFFSETS[1]``) and their barriers (inf for a vacancy target).
         """
-        return _jump_barriers_of_atoms(self, atoms, vacancy_index)
+        return jump_barriers_of_atoms(self, atoms, vacancy_index, NNK_ELEMENTS)
 
     def dense_barriers(self, lattice: BCCLattice, vacancy_site: int) -> np.ndarray:
         """Reference path: dense 729-input float64 network on :func:`voxel_images` (no cache),
@@ -744,4 +728,4 @@ class ConsistentNNKBarrierModel:
         """Barriers of the 8 jumps of the vacancy at atom ``vacancy_index`` of a periodic BCC
         ``ase.Atoms`` (that atom is treated as the vacancy whatever its symbol): ``(neighbor
         atom indices int64 [8], barriers_eV float64 [8])``, as :meth:`NNKBarrierModel.jump_barriers`."""
-        return _jump_barriers_of_atoms(self, atoms, vacancy_index)
+        return jump_barriers_of_atoms(self, atoms, vacancy_index, NNK_ELEMENTS)
