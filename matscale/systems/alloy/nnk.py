@@ -57,7 +57,7 @@ from typing import Any
 import numba as nb
 import numpy as np
 
-from matscale.systems.alloy.lattice import NEIGHBOR_OFFSETS, BCCLattice, jump_barriers_of_atoms, lattice_from_atoms
+from matscale.systems.alloy.lattice import NEIGHBOR_OFFSETS, BCCLattice, jump_barriers_of_atoms
 
 NNK_ELEMENTS: tuple[str, ...] = ("Nb", "Mo", "Ta")
 NNK_LATTICE_CONSTANT = 3.24  # Å, the lattice the network was trained on
