@@ -377,3 +377,34 @@ def test_site_energies_switched_off_is_explained():
     assert model.per_atom is False
     with pytest.raises(ValueError, match="return_site_energies=True"):
         ASELocalEnergy(SiteEnergiesOff(), per_atom=True)
+
+
+def test_receptive_field_from_named_message_passing_blocks():
+    """Models without a layer-count attribute: the blocks are counted by name (SevenNet's
+    '0_convolution', ..., NequIP-style 'interaction_0', ..., MACE's ModuleList 'interactions');
+    self-interaction layers inside a block do not count."""
+    import torch
+    from ase.calculators.calculator import Calculator
+
+    from matscale.calculators.ase_local import detect_receptive_field
+
+    class Blocks(torch.nn.Module):
+        def __init__(self, names):
+            super().__init__()
+            for name in names:
+                self.add_module(name, torch.nn.Linear(2, 2))
+
+    class Calc(Calculator):
+        implemented_properties = ["energy", "energies"]
+
+        def __init__(self, model, cutoff):
+            super().__init__()
+            self.model, self.cutoff = model, cutoff
+
+    sevenn_like = Blocks([f"{i}_{part}" for i in range(5)
+                          for part in ("self_interaction_1", "convolution", "self_interaction_2")])
+    assert detect_receptive_field(Calc(sevenn_like, 5.0)) == (25.0, 5.0)
+    mace_like = torch.nn.Module()
+    mace_like.interactions = torch.nn.ModuleList([torch.nn.Linear(2, 2) for _ in range(2)])
+    assert detect_receptive_field(Calc(mace_like, 6.0)) == (12.0, 6.0)
+    assert detect_receptive_field(Calc(Blocks(["embedding", "readout"]), 5.0)) is None

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -191,6 +192,25 @@ def lattice_atoms(lattice: "BCCLattice", species: np.ndarray | None = None):
 # ------------------------------------------------------------------------------------------
 # receptive field of a calculator
 # ------------------------------------------------------------------------------------------
+_BLOCK_NAME = re.compile(r"^(\d+_(convolution|interaction)|(convolution|interaction)_?\d+)$", re.IGNORECASE)
+
+
+def _message_passing_blocks(objects: Sequence[Any]) -> float | None:
+    """Number of message-passing blocks of a torch model that names them but has no layer
+    count: direct children called ``*_convolution`` / ``interaction_*`` (SevenNet, NequIP-style
+    sequential models) or a ``ModuleList`` called ``interactions`` (MACE)."""
+    for obj in objects:
+        blocks = getattr(obj, "interactions", None)
+        if blocks is not None and hasattr(blocks, "__len__") and hasattr(blocks, "named_children"):
+            return float(len(blocks)) if len(blocks) else None
+        children = getattr(obj, "named_children", None)
+        if callable(children):
+            count = sum(1 for name, _ in children() if _BLOCK_NAME.search(name))
+            if count:
+                return float(count)
+    return None
+
+
 def _first_number(objects: Sequence[Any], names: Sequence[str]) -> float | None:
     for obj in objects:
         for name in names:
@@ -242,7 +262,7 @@ def detect_receptive_field(calculator: Any, cutoff: float | None = None) -> tupl
             holders.append(converter)
     if isinstance(models, (list, tuple)) and models:
         holders.append(models[0])
-    layers = _first_number(holders, _LAYER_ATTRS)
+    layers = _first_number(holders, _LAYER_ATTRS) or _message_passing_blocks(holders)
     rc = _first_number(holders, ("atom_graph_cutoff", *_CUTOFF_ATTRS))
     if layers is None or rc is None:
         return None
