@@ -6,7 +6,7 @@
     python benchmarks/demo_ising_1024.py runs/ising_1024 runs/ising_1024_64
 
 Cost of our pairs: the wall time of the data stages of the run (small-system runs, upsampling,
-partial evolution), read from its ``stages.log``.
+partial evolution), from its stage records (:func:`matscale.pipeline.report.stage_seconds`).
 
 The same costs are also timed here, interleaved in one process (a few upsampled states, random
 quenches, partial-evolution pairs and direct steps, scaled by the run's counts), so that both
@@ -32,19 +32,10 @@ import numpy as np
 
 from matscale.config import load_config
 from matscale.io import read_h5
+from matscale.pipeline.report import stage_seconds
 from matscale.systems.registry import build_system
 
 DATA_STAGES = ("small_sim", "upsample", "partial")
-
-
-def stage_seconds(run: Path) -> dict[str, float]:
-    """Seconds of every stage that ran in ``run`` (its stages.log; the last run of each)."""
-    seconds: dict[str, float] = {}
-    for line in (run / "stages.log").read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and parts[2] == "ran":
-            seconds[parts[1].split("/")[-1]] = float(parts[3].rstrip("s"))
-    return seconds
 
 
 def direct_pair_seconds(system, states: np.ndarray, dt: float, repeats: int = 5) -> float:
@@ -101,7 +92,7 @@ def summary(run: Path) -> dict:
     cfg = load_config(run / "config.toml")
     system = build_system(cfg.system)
     p = cfg.patch_sides[0]
-    seconds = stage_seconds(run)
+    seconds = stage_seconds(run, p)
     pairs = read_h5(run / f"p{p}" / "partial" / "pairs.h5")
     configs = read_h5(run / f"p{p}" / "upsample" / "configs.h5")
     n_pairs, dt = len(pairs["dt"]), float(np.mean(pairs["dt"]))
