@@ -6,8 +6,10 @@ the printed ratio is meaningful on a shared, noisy machine; absolute samples/s a
 
 Baseline ("plain loop"): two nn.Sequential networks, a shuffled DataLoader over a
 TensorDataset, Sigma = sigma sigma^T + eps I with torch.linalg.inv + slogdet (the paper's code).
-matscale: one tensor on the device indexed by a permutation, the twin (batched) MLP, a
-triangular sigma whose scaled copy is already the Cholesky factor, fused AdamW.
+matscale: one tensor on the device indexed by a permutation, the twin (batched) MLP with its
+gradient written out, a triangular sigma whose scaled copy is already the Cholesky factor, the
+Gaussian NLL and its gradient as compiled passes over the batch, fused AdamW. Both loops run
+with the malloc thresholds that fit_sde sets on the CPU (matscale.sde.memory).
 The first epoch of each is a warm-up and not timed.
 
     python benchmarks/bench_sde_throughput.py [--pairs 100000] [--epochs 4] [--activation silu] [--threads 1]
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 
 from matscale.sde import fit_sde
+from matscale.sde.memory import retain_freed_memory
 
 try:
     from benchmarks.common import row
@@ -95,6 +98,7 @@ ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "tanh": nn.Tanh}
 def compare(pairs: int, epochs: int, activation: str = "silu", repeats: int = 2) -> dict[str, Any]:
     """Samples/s of both loops, alternated ``repeats`` times on the same pairs (lists of runs)."""
     act = ACTIVATIONS[activation]
+    retain_freed_memory()  # what fit_sde does on the CPU: both loops run under the same malloc settings
     z0, z1, dt = make_pairs(pairs)
     plain, ours = [], []
     for _ in range(repeats):
@@ -113,7 +117,7 @@ def measure(quick: bool = False, pairs: int | None = None, epochs: int | None = 
     return [row(f"fit_sde training, d={DIM} batch {BATCH} hidden {HIDDEN} cholesky {activation}", o,
                 "samples/s", baseline="plain PyTorch loop (DataLoader, inv + slogdet)", baseline_value=p,
                 note=f"{res['pairs']} pairs, {res['epochs']} timed epoch(s), best of {len(res['ours'])}; "
-                     f"target >= 1.5e5 samples/s: {'PASS' if o >= 1.5e5 else 'FAIL'}",
+                     f"target >= 3e5 samples/s: {'PASS' if o >= 3e5 else 'FAIL'}",
                 runs=res["ours"], baseline_runs=res["plain"], torch_threads=torch.get_num_threads())]
 
 
@@ -133,7 +137,7 @@ def main() -> None:
     p, o = max(plain), max(ours)
     print(f"plain PyTorch loop : {p:10.3e} samples/s  (runs: {', '.join(f'{x:.3e}' for x in plain)})")
     print(f"matscale fit_sde   : {o:10.3e} samples/s  (runs: {', '.join(f'{x:.3e}' for x in ours)})")
-    print(f"ratio matscale / plain = {o / p:.2f}x ; target >= 1.5e5 samples/s: {'PASS' if o >= 1.5e5 else 'FAIL'}")
+    print(f"ratio matscale / plain = {o / p:.2f}x ; target >= 3e5 samples/s: {'PASS' if o >= 3e5 else 'FAIL'}")
 
 
 if __name__ == "__main__":

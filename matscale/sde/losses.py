@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+import numba
+import numpy as np
 import torch
 
 LOSSES = ("em", "milstein", "partial")
@@ -27,9 +29,149 @@ MILSTEIN_MIN_DISCRIMINANT = 1e-2
 _TINY_RHO = 1e-8
 
 
+# Up to this dimension the triangular solves are written out as substitution over [B] columns:
+# d (d + 1) / 2 vector ops, where the batched LAPACK solve pays one tiny triangular solve per
+# sample (about 4x slower at d = 4 and B = 2000 on a CPU).
+SUBSTITUTION_MAX_DIM = 8
+
+
+def solve_lower(chol: torch.Tensor, rhs: torch.Tensor, *, transpose: bool = False) -> torch.Tensor:
+    """C^-1 b (or C^-T b with ``transpose``) per sample for lower-triangular ``chol`` C [B, d, d]
+    and ``rhs`` b [B, d]."""
+    d = rhs.shape[-1]
+    if d > SUBSTITUTION_MAX_DIM:
+        mat = chol.transpose(-1, -2) if transpose else chol
+        return torch.linalg.solve_triangular(mat, rhs.unsqueeze(-1), upper=transpose).squeeze(-1)
+    entries = chol.reshape(chol.shape[0], d * d).unbind(-1)
+    columns = rhs.unbind(-1)
+    order = range(d - 1, -1, -1) if transpose else range(d)
+    solution: dict[int, torch.Tensor] = {}
+    for i in order:
+        acc = columns[i]
+        for j in solution:  # the entries already solved
+            acc = torch.addcmul(acc, entries[j * d + i] if transpose else entries[i * d + j], solution[j], value=-1.0)
+        solution[i] = acc / entries[i * d + i]
+    return torch.stack([solution[i] for i in range(d)], dim=-1)
+
+
+class _LowerGaussianNLLTorch(torch.autograd.Function):
+    """-log N(r; 0, C C^T) per sample with its gradient written out (first derivatives only);
+    torch ops, for any device.
+
+    With w = C^-1 r and v = C^-T w: d/dr = v and d/dC_ij = -v_i w_j + delta_ij / C_ii on the
+    lower triangle. Hand-written because this loss runs on every training batch: two
+    substitutions and d (d + 1) / 2 column products instead of a graph node per vector op and
+    broadcasts over [B, d, d] (slow for d this small).
+    """
+
+    @staticmethod
+    def forward(ctx, residual: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+        white = solve_lower(chol, residual)
+        diag = torch.diagonal(chol, dim1=-2, dim2=-1).contiguous()
+        ctx.save_for_backward(chol, white, diag)
+        return 0.5 * white.square().sum(-1) + torch.log(diag).sum(-1) + residual.shape[-1] * HALF_LOG_2PI
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        chol, white, diag = ctx.saved_tensors
+        back = solve_lower(chol, white, transpose=True) * grad.unsqueeze(-1)
+        grad_r = back if ctx.needs_input_grad[0] else None
+        grad_c = None
+        if ctx.needs_input_grad[1]:
+            d = white.shape[-1]
+            v, w = back.unbind(-1), white.unbind(-1)
+            on_diag = (grad.unsqueeze(-1) / diag - back * white).unbind(-1)
+            zero = torch.zeros_like(grad)
+            entries = [on_diag[i] if i == j else -v[i] * w[j] if j < i else zero
+                       for i in range(d) for j in range(d)]
+            grad_c = torch.stack(entries, dim=-1).view_as(chol)
+        return grad_r, grad_c
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _lower_nll_forward(residual, chol, white, nll):  # pragma: no cover - compiled
+    """Per row b: white = C^-1 r by forward substitution, nll = |white|^2 / 2 + sum log C_ii
+    + d log(2 pi) / 2."""
+    n, d = residual.shape
+    const = d * HALF_LOG_2PI
+    for b in range(n):
+        quad = 0.0
+        log_det = 0.0
+        for i in range(d):
+            acc = residual[b, i]
+            for j in range(i):
+                acc -= chol[b, i, j] * white[b, j]
+            w_i = acc / chol[b, i, i]
+            white[b, i] = w_i
+            quad += w_i * w_i
+            log_det += math.log(chol[b, i, i])
+        nll[b] = 0.5 * quad + log_det + const
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _lower_nll_backward(chol, white, grad, grad_r, grad_c):  # pragma: no cover - compiled
+    """Per row b: v = C^-T white by back substitution; grad_r = g v, grad_c = g (-v w^T +
+    diag(1 / C_ii)) on the lower triangle, 0 above."""
+    n, d = white.shape
+    for b in range(n):
+        for i in range(d - 1, -1, -1):
+            acc = white[b, i]
+            for j in range(i + 1, d):
+                acc -= chol[b, j, i] * grad_r[b, j]
+            grad_r[b, i] = acc / chol[b, i, i]
+        g = grad[b]
+        for i in range(d):
+            v_i = grad_r[b, i]
+            for j in range(i):
+                grad_c[b, i, j] = -g * v_i * white[b, j]
+            grad_c[b, i, i] = g * (1.0 / chol[b, i, i] - v_i * white[b, i])
+            for j in range(i + 1, d):
+                grad_c[b, i, j] = 0.0
+            grad_r[b, i] = g * v_i
+
+
+class _LowerGaussianNLLCPU(torch.autograd.Function):
+    """The same NLL and gradient as ``_LowerGaussianNLLTorch``, each as one compiled pass over
+    the rows (CPU tensors): at d = 4 and B = 2000 the torch version is some 40 vector ops of
+    5-15 us each, about 0.6 ms per training batch; this is some 20 us."""
+
+    @staticmethod
+    def forward(ctx, residual: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+        r = residual.detach().contiguous()
+        c = chol.detach().contiguous()
+        white = torch.empty_like(r)
+        nll = r.new_empty(r.shape[0])
+        _lower_nll_forward(r.numpy(), c.numpy(), white.numpy(), nll.numpy())
+        ctx.save_for_backward(c, white)
+        return nll
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        chol, white = ctx.saved_tensors
+        grad_r = torch.empty_like(white)
+        grad_c = torch.empty_like(chol)
+        _lower_nll_backward(chol.numpy(), white.numpy(), grad.detach().contiguous().to(white.dtype).numpy(),
+                            grad_r.numpy(), grad_c.numpy())
+        return (grad_r if ctx.needs_input_grad[0] else None), (grad_c if ctx.needs_input_grad[1] else None)
+
+
+_COMPILED_DTYPES = (torch.float32, torch.float64)
+
+
+def _compiled_applies(residual: torch.Tensor, chol: torch.Tensor) -> bool:
+    return (residual.device.type == "cpu" and chol.device.type == "cpu" and residual.dtype in _COMPILED_DTYPES
+            and chol.dtype == residual.dtype and residual.dim() == 2 and chol.dim() == 3)
+
+
 def gaussian_nll_from_cholesky(residual: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
     """-log N(residual; 0, C C^T) per sample for lower-triangular ``chol`` C [B, d, d]."""
-    white = torch.linalg.solve_triangular(chol, residual.unsqueeze(-1), upper=False).squeeze(-1)
+    if _compiled_applies(residual, chol):
+        return _LowerGaussianNLLCPU.apply(residual, chol)
+    if torch.is_grad_enabled() and (residual.requires_grad or chol.requires_grad):
+        return _LowerGaussianNLLTorch.apply(residual, chol)
+    white = solve_lower(chol, residual)
     log_det_half = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     return 0.5 * white.square().sum(-1) + log_det_half + residual.shape[-1] * HALF_LOG_2PI
 
