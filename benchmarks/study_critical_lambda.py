@@ -306,6 +306,55 @@ def learned(args: argparse.Namespace) -> None:
               f"{exact_eq['a'][k]:.2e} | {exact_train['a'][k]:.2e} | {cov:.2e} |")
 
 
+def oracle(args: argparse.Namespace) -> None:
+    """The same λ = K fit, but on partial-evolution pairs from *equilibrium* L × L states (direct
+    simulation: an oracle, not the method). If the learned stationary moments then match the
+    direct ones, the likelihood, λ = K, δt and the closure (m, ρ_dw) are adequate and the bias
+    is entirely in the distribution of the training states."""
+    from matscale.critical import moments
+    from matscale.partial import partial_evolution
+    from matscale.pipeline.critical_study import load_samples
+    from matscale.pipeline.stages import FIT_THREADS, mirrored_pairs, odd_components
+    from matscale.sde import fit_sde
+    from matscale.systems.spin import Ising2D
+
+    L, T = args.L, args.T
+    tau = 50.0 * (L / 16) ** 2.17
+    cfg = pipeline_config(L, T, epochs=args.epochs)
+    pa, tr = cfg.partial, cfg.train
+    start = time.perf_counter()
+    states = stationary_states(L, T, args.n_states, tau=tau, seed=11)
+    t_states = time.perf_counter() - start
+    system = Ising2D(L, T)
+    data = partial_evolution(system, states, 16, duration=pa.duration, boundary=pa.boundary, seed=pa.seed,
+                             n_draws=args.n_draws, store_patches=False, progress=False,
+                             pairs_per_snapshot=args.pairs_per_state)
+    z0 = np.asarray(data.z0, dtype=np.float64)
+    z1 = np.asarray(data.z1, dtype=np.float64)
+    dt = np.asarray(data.dt, dtype=np.float64)
+    odd = odd_components(args.symmetrize, ("m", "rho_dw"))
+    z0, z1, dt, _ = mirrored_pairs(z0, z1, dt, None, odd)
+    K = (L // 16) ** 2
+    sde = fit_sde(z0, z1, dt, loss="partial", lam=K / args.n_draws, diffusion=tr.diffusion, hidden=tuple(tr.hidden),
+                  epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr, seed=tr.seed, progress=False,
+                  validation_fraction=tr.validation_fraction, num_threads=FIT_THREADS)
+    t_fit = time.perf_counter() - start - t_states
+    picks = np.random.default_rng(0).choice(len(states), size=args.n_paths, replace=False)
+    m_learned = rollout_samples(sde, system.observables(states[picks]), tau, max_step=args.max_step)
+    print(f"# L = {L}, T = {T:g}: {len(states)} equilibrium states {t_states:.0f} s, {len(z0)} pairs "
+          f"(λ = K/R = {K}/{args.n_draws}), pairs + fit {t_fit:.0f} s, rollout {m_learned.shape}")
+    res = {"learned (equilibrium states)": moments(m_learned, L, T),
+           "training states themselves": moments(states.reshape(len(states), -1).mean(axis=1)[:, None], L, T)}
+    direct_dir = Path(args.direct) / "direct" / f"L{L}_T{T:g}" if args.direct else None
+    if direct_dir is not None and (direct_dir / "samples.npz").is_file():
+        res["direct"] = moments(load_samples(direct_dir)["m"], L, T)
+    print("| | ⟨|M|⟩ | χ | U |\n|---|---|---|---|")
+    for name, r in res.items():
+        print(f"| {name} | {r['abs_m']} | {r['chi']} | {r['binder']} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: {q: [e.value, e.error] for q, e in r.items()} for k, r in res.items()}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -335,10 +384,22 @@ def main() -> None:
                    help="> 0: refit on pairs of states anchored at small-run times >= this (Glauber time)")
     g.add_argument("--skip-moments", action="store_true", help="skip the exact conditional-moment table")
     g.add_argument("--json", default="")
+    o = sub.add_parser("oracle")
+    o.add_argument("--L", type=int, default=32)
+    o.add_argument("--T", type=float, default=2.27)
+    o.add_argument("--direct", default="", help="a finished critical study folder (direct references)")
+    o.add_argument("--epochs", type=int, default=40)
+    o.add_argument("--n-states", type=int, default=2000)
+    o.add_argument("--pairs-per-state", type=int, default=5)
+    o.add_argument("--n-draws", type=int, default=8)
+    o.add_argument("--n-paths", type=int, default=64)
+    o.add_argument("--symmetrize", default="m")
+    o.add_argument("--max-step", default="auto")
+    o.add_argument("--json", default="")
     args = parser.parse_args()
     if getattr(args, "max_step", "auto") != "auto":
         args.max_step = float(args.max_step)
-    {"diagnose": diagnose, "learned": learned}[args.command](args)
+    {"diagnose": diagnose, "learned": learned, "oracle": oracle}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,23 @@ def test_twin_mlp_gradient_matches_autograd(activation, hidden):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_twin_mlp_without_gradients_matches_autograd(activation):
+    """Rollouts evaluate one network after the other with in-place activations: same values."""
+    torch.manual_seed(3)
+    net = TwinMLP(3, (6, 5), 2, 4, activation).double()
+    x = 2.0 * torch.randn(9, 3, dtype=torch.float64)
+    x_before = x.clone()
+    with torch.no_grad():
+        out_a, out_b = net(x)
+        drift_only = net.forward_a(x)
+    ref_a, ref_b = net._forward_autograd(x)
+    torch.testing.assert_close(out_a, ref_a, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(out_b, ref_b, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(drift_only, ref_a, rtol=1e-13, atol=1e-13)
+    assert torch.equal(x, x_before)  # the input itself is never overwritten
+
+
 @pytest.mark.parametrize("activation", ["silu", "tanh"])
 def test_twin_mlp_gradcheck_including_the_input(activation):
     torch.manual_seed(1)
