@@ -326,23 +326,30 @@ def oracle(args: argparse.Namespace) -> None:
     states = stationary_states(L, T, args.n_states, tau=tau, seed=11)
     t_states = time.perf_counter() - start
     system = Ising2D(L, T)
-    data = partial_evolution(system, states, 16, duration=pa.duration, boundary=pa.boundary, seed=pa.seed,
-                             n_draws=args.n_draws, store_patches=False, progress=False,
-                             pairs_per_snapshot=args.pairs_per_state)
-    z0 = np.asarray(data.z0, dtype=np.float64)
-    z1 = np.asarray(data.z1, dtype=np.float64)
-    dt = np.asarray(data.dt, dtype=np.float64)
+    K = (L // 16) ** 2
+    if args.generator:
+        from matscale.partial import generator_pairs
+        z0, z1, dt = generator_pairs(system, states, pa.duration)
+        lam = 1.0
+    else:
+        data = partial_evolution(system, states, 16, duration=pa.duration, boundary=pa.boundary, seed=pa.seed,
+                                 n_draws=args.n_draws, store_patches=False, progress=False,
+                                 pairs_per_snapshot=args.pairs_per_state)
+        z0 = np.asarray(data.z0, dtype=np.float64)
+        z1 = np.asarray(data.z1, dtype=np.float64)
+        dt = np.asarray(data.dt, dtype=np.float64)
+        lam = K / args.n_draws
     odd = odd_components(args.symmetrize, ("m", "rho_dw"))
     z0, z1, dt, _ = mirrored_pairs(z0, z1, dt, None, odd)
-    K = (L // 16) ** 2
-    sde = fit_sde(z0, z1, dt, loss="partial", lam=K / args.n_draws, diffusion=tr.diffusion, hidden=tuple(tr.hidden),
+    sde = fit_sde(z0, z1, dt, loss="partial", lam=lam, diffusion=tr.diffusion, hidden=tuple(tr.hidden),
                   epochs=tr.epochs, batch_size=tr.batch_size, lr=tr.lr, seed=tr.seed, progress=False,
                   validation_fraction=tr.validation_fraction, num_threads=FIT_THREADS)
     t_fit = time.perf_counter() - start - t_states
     picks = np.random.default_rng(0).choice(len(states), size=args.n_paths, replace=False)
     m_learned = rollout_samples(sde, system.observables(states[picks]), tau, max_step=args.max_step)
     print(f"# L = {L}, T = {T:g}: {len(states)} equilibrium states {t_states:.0f} s, {len(z0)} pairs "
-          f"(λ = K/R = {K}/{args.n_draws}), pairs + fit {t_fit:.0f} s, rollout {m_learned.shape}")
+          f"({'exact generator moments' if args.generator else f'λ = K/R = {K}/{args.n_draws}'}), pairs + fit "
+          f"{t_fit:.0f} s, rollout {m_learned.shape}")
     res = {"learned (equilibrium states)": moments(m_learned, L, T),
            "training states themselves": moments(states.reshape(len(states), -1).mean(axis=1)[:, None], L, T)}
     direct_dir = Path(args.direct) / "direct" / f"L{L}_T{T:g}" if args.direct else None
@@ -353,6 +360,65 @@ def oracle(args: argparse.Namespace) -> None:
         print(f"| {name} | {r['abs_m']} | {r['chi']} | {r['binder']} |")
     if args.json:
         Path(args.json).write_text(json.dumps({k: {q: [e.value, e.error] for q, e in r.items()} for k, r in res.items()}))
+
+
+def implied_moments(L: int, T: float, states: np.ndarray, *, degree: int = 7) -> dict[str, float]:
+    """⟨|m|⟩, χ, U of the stationary density of the 1-D effective dynamics of m built from the
+    exact conditional generator moments on ``states``: b̄(m) (odd) and ā(m) (even) are
+    least-squares polynomials of ``degree`` in m over the states, and P(m) ∝ exp(∫ 2 b̄/ā dm) / ā.
+    For equilibrium states this is the equilibrium P(m) (effective dynamics by conditional
+    expectation preserves the marginal of a reversible process, F. Legoll & T. Lelièvre,
+    Nonlinearity 23, 2131 (2010); here up to the diffusion approximation of the ±2/N jumps):
+    what any SDE fitted to such states converges to with enough data. Also the binned b̄ and ā."""
+    from matscale.systems.spin import Ising2D
+
+    system = Ising2D(L, T)
+    drift, diffusion = system.generator_moments(states)
+    m = states.reshape(len(states), -1).mean(axis=1)
+    odd = np.stack([m ** k for k in range(1, degree + 1, 2)], axis=1)
+    even = np.stack([m ** k for k in range(0, degree + 1, 2)], axis=1)
+    cb = np.linalg.lstsq(odd, drift[:, 0], rcond=None)[0]
+    ca = np.linalg.lstsq(even, diffusion[:, 0, 0], rcond=None)[0]
+    grid = np.linspace(-1.0, 1.0, 4001)
+    b = np.stack([grid ** k for k in range(1, degree + 1, 2)], axis=1) @ cb
+    a = np.stack([grid ** k for k in range(0, degree + 1, 2)], axis=1) @ ca
+    f = 2.0 * b / a
+    log_p = np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * np.diff(grid))]) - np.log(a)
+    p = np.exp(log_p - log_p.max())
+    p /= np.trapezoid(p, grid)
+    m1, m2, m4 = (np.trapezoid(p * np.abs(grid) ** k, grid) for k in (1, 2, 4))
+    at = {f"b({x:g})": float(b[np.argmin(np.abs(grid - x))]) for x in (0.25, 0.5, 0.75)}
+    return {"abs_m": float(m1), "chi": float(L * L / T * (m2 - m1 ** 2)), "binder": float(1 - m4 / (3 * m2 ** 2)),
+            **at, "a(0.5)": float(a[np.argmin(np.abs(grid - 0.5))])}
+
+
+def marginal(args: argparse.Namespace) -> None:
+    """Implied stationary moments (:func:`implied_moments`) of equilibrium states and of the
+    training states of the pipeline variants given by ``--relax``, ``--mode``, ``--n-random``."""
+    from matscale.critical import moments
+    from matscale.pipeline import run_pipeline
+    from matscale.pipeline.stages import load_configs
+
+    L, T = args.L, args.T
+    tau = 50.0 * (L / 16) ** 2.17
+    rows = {}
+    eq = stationary_states(L, T, args.n_states, tau=tau, seed=21)
+    rows["equilibrium states"] = implied_moments(L, T, eq)
+    own = moments(eq.reshape(len(eq), -1).mean(axis=1)[:, None], L, T)
+    rows["(their own moments)"] = {k: own[q].value for k, q in (("abs_m", "abs_m"), ("chi", "chi"), ("binder", "binder"))}
+    for spec in args.variants:
+        relax, mode, n_random = spec.split(":")
+        variant = Variant(relax=float(relax), mode=mode, n_random=int(n_random))
+        out = Path(args.out) / (f"L{L}_T{T:g}" + variant.tag())
+        start = time.perf_counter()
+        run_pipeline(pipeline_config(L, T, variant=variant), out, stop_after="upsample", progress=False)
+        configs = load_configs(out / "p16" / "upsample")
+        picks = np.random.default_rng(0).choice(len(configs), size=min(args.n_states, len(configs)), replace=False)
+        rows[f"training states {spec} ({time.perf_counter() - start:.0f} s)"] = implied_moments(L, T, configs[picks])
+    keys = ["abs_m", "chi", "binder", "b(0.25)", "b(0.5)", "b(0.75)", "a(0.5)"]
+    print("| states | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
+    for name, r in rows.items():
+        print(f"| {name} | " + " | ".join(f"{r[k]:.4g}" if k in r else "" for k in keys) + " |")
 
 
 def main() -> None:
@@ -394,12 +460,19 @@ def main() -> None:
     o.add_argument("--n-draws", type=int, default=8)
     o.add_argument("--n-paths", type=int, default=64)
     o.add_argument("--symmetrize", default="m")
+    o.add_argument("--generator", action="store_true", help="pairs from the exact generator moments")
     o.add_argument("--max-step", default="auto")
     o.add_argument("--json", default="")
+    mg = sub.add_parser("marginal")
+    mg.add_argument("--L", type=int, default=32)
+    mg.add_argument("--T", type=float, default=2.27)
+    mg.add_argument("--out", required=True)
+    mg.add_argument("--n-states", type=int, default=4000)
+    mg.add_argument("variants", nargs="*", help="RELAX:MODE:N_RANDOM, e.g. 3:tile_matched:2000 (0 / '' / -1: preset)")
     args = parser.parse_args()
     if getattr(args, "max_step", "auto") != "auto":
         args.max_step = float(args.max_step)
-    {"diagnose": diagnose, "learned": learned, "oracle": oracle}[args.command](args)
+    {"diagnose": diagnose, "learned": learned, "oracle": oracle, "marginal": marginal}[args.command](args)
 
 
 if __name__ == "__main__":
