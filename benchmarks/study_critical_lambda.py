@@ -22,6 +22,16 @@ direct samples of a finished ``critical`` study. Options select the method varia
 :class:`Variant`): ``--symmetrize m`` (mirror pairs, ``train.symmetrize``), ``--mode`` and
 ``--n-random`` (which training states), ``--relax``, ``--closure-dim``, ``--min-anchor-time``.
 
+``oracle`` — the same λ = K fit on pairs from *equilibrium* states (increments, or with
+``--generator`` the exact generator moments): separates the noise of the increments from the
+choice of training states. ``marginal`` — the stationary P(m) implied by the exact conditional
+generator moments of equilibrium states and of the training states of given variants (no fit).
+``learned --generator`` fits on the exact generator moments of the training states.
+
+    python benchmarks/study_critical_lambda.py marginal --out runs/critical_marg 0::-1 100:tile_matched:0
+    python benchmarks/study_critical_lambda.py oracle --generator --epochs 200 --direct runs/critical
+    python benchmarks/study_critical_lambda.py learned --generator --epochs 200 --mode tile_matched \
+        --n-random 0 --relax 100 --symmetrize m --skip-moments --direct runs/critical --out runs/critical_marg
     python benchmarks/study_critical_lambda.py diagnose --L 32 --T 2.27
     python benchmarks/study_critical_lambda.py learned --L 32 --T 2.27 --direct runs/critical --out runs/critical_learned
     python benchmarks/study_critical_lambda.py learned --mode tile --symmetrize m --skip-moments \
@@ -153,20 +163,55 @@ def pipeline_config(L: int, T: float, *, epochs: int = 40, seed: int = 0, varian
                                                          symmetrize=variant.symmetrize))
 
 
-def train_point(L: int, T: float, out: Path, *, epochs: int = 40, variant: Variant = Variant()):
+def train_point(L: int, T: float, out: Path, *, epochs: int = 40, variant: Variant = Variant(),
+                generator: bool = False):
     """Run (or resume) the pipeline up to ``fit``; returns the loaded model and its config. With
     ``variant.min_anchor_time`` > 0 the pipeline stops after ``encode`` and the SDE is fitted
-    here, with the pipeline's settings, on the selected pairs only."""
+    here, with the pipeline's settings, on the selected pairs only. With ``generator`` the pipeline
+    stops after ``upsample`` and the SDE is fitted here on :func:`matscale.partial.generator_pairs`
+    of the training states (exact generator moments instead of partial-evolution increments)."""
     import matscale
     from matscale.pipeline import run_pipeline
 
     cfg = pipeline_config(L, T, epochs=epochs, variant=variant)
+    if generator:
+        run_pipeline(cfg, out, stop_after="upsample", progress=False)
+        return fit_generator(cfg, out / "p16"), cfg
     if variant.min_anchor_time <= 0:
         run_pipeline(cfg, out, stop_after="fit", progress=False)
         return matscale.load(out, p=16), cfg
     data_cfg = pipeline_config(L, T, epochs=epochs, variant=dataclasses.replace(variant, symmetrize=""))
     run_pipeline(data_cfg, out, stop_after="encode", progress=False)
     return refit_selected(cfg, out / "p16", variant.min_anchor_time), cfg
+
+
+def fit_generator(cfg, pdir: Path):
+    """The "ours" fit on the exact generator moments of the upsampled training states (loss "em",
+    λ = 1: the moments are the whole system's), with the pipeline's network and optimiser
+    settings, saved under pdir/fit_generator."""
+    from matscale.partial import generator_pairs
+    from matscale.pipeline.model import MacroModel
+    from matscale.pipeline.stages import FIT_THREADS, load_configs, mirrored_pairs, odd_components
+    from matscale.sde import fit_sde, load_sde
+    from matscale.systems.spin import Ising2D
+
+    tr, pa = cfg.train, cfg.partial
+    sym = f"_sym{tr.symmetrize}" if tr.symmetrize else ""
+    target = pdir / f"fit_generator_e{tr.epochs}{sym}" / "sde"
+    if not target.exists():
+        configs = load_configs(pdir / "upsample")
+        z0, z1, dt = generator_pairs(Ising2D(cfg.system.L, cfg.system.T), configs, pa.duration)
+        z0, z1, dt, _ = mirrored_pairs(z0, z1, dt, None, odd_components(tr.symmetrize, ("m", "rho_dw")))
+        sde = fit_sde(z0, z1, dt, loss="em", diffusion=tr.diffusion, hidden=tuple(tr.hidden), epochs=tr.epochs,
+                      batch_size=tr.batch_size, lr=tr.lr, seed=tr.seed, progress=False,
+                      validation_fraction=tr.validation_fraction, num_threads=FIT_THREADS)
+        sde.save(target)
+    sde = load_sde(target)
+    record = getattr(sde, "config", None)
+    if isinstance(record, dict):
+        record.setdefault("min_dt", float(pa.duration))
+        record.setdefault("median_dt", float(pa.duration))
+    return MacroModel(sde, cfg, None, 16, "ours", None)
 
 
 def refit_selected(cfg, pdir: Path, min_anchor_time: float):
@@ -255,7 +300,9 @@ def learned(args: argparse.Namespace) -> None:
     out = Path(args.out) / (f"L{L}_T{T:g}" + folder)
     print(f"# variant {variant}")
     start = time.perf_counter()
-    model, cfg = train_point(L, T, out, epochs=args.epochs, variant=variant)
+    if args.generator:
+        out = out.with_name(out.name + "_gen")
+    model, cfg = train_point(L, T, out, epochs=args.epochs, variant=variant, generator=args.generator)
     t_train = time.perf_counter() - start
     configs = load_configs(out / "p16" / "upsample")
     rng = np.random.default_rng(0)
@@ -449,6 +496,8 @@ def main() -> None:
     g.add_argument("--min-anchor-time", type=float, default=0.0,
                    help="> 0: refit on pairs of states anchored at small-run times >= this (Glauber time)")
     g.add_argument("--skip-moments", action="store_true", help="skip the exact conditional-moment table")
+    g.add_argument("--generator", action="store_true",
+                   help="fit on the exact generator moments of the training states (no partial evolution)")
     g.add_argument("--json", default="")
     o = sub.add_parser("oracle")
     o.add_argument("--L", type=int, default=32)
