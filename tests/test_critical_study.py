@@ -93,3 +93,36 @@ def test_input_file_loads_with_quick_preset(monkeypatch) -> None:
     quick = load_config(ROOT / "inputs" / "ising_critical.toml", quick=True)
     assert full.study.sizes == (16, 32, 48, 64) and quick.study.sizes == (16, 32)
     assert "L = 16, 32" in describe(quick.study)
+
+
+def test_learned_stage_runs_resumes_and_leaves_direct_records_valid(tmp_path: Path) -> None:
+    """A tiny study with learned points at L = 32 and 48 (16² simulations, upsampled by 2 and 3):
+    the learned stage and its analysis run, resume without recomputation, the report compares
+    them with the direct points, and adding learned sizes does not invalidate finished direct
+    points (their record leaves out the learned_* fields)."""
+    base = dataclasses.replace(TINY, sizes=(16, 32), temperatures=(2.2, 2.35))
+    run(base, StageRunner(out=tmp_path), tmp_path)
+    cfg = dataclasses.replace(base, learned_sizes=(32, 48), learned_small_runs=8, learned_states=64,
+                              learned_relax=2.0, learned_epochs=2, learned_paths=6)
+    runner = StageRunner(out=tmp_path)
+    summary = run(cfg, runner, tmp_path)
+    # only the learned points (2 sizes x 2 temperatures) and their analysis: the direct ones stand
+    assert len(runner.executed) == 2 * 2 + 1, runner.executed
+    assert all("learned" in label for label in runner.executed), runner.executed
+    assert set(summary["learned_exponents"]) >= {"beta_over_nu", "gamma_over_nu", "one_over_nu"}
+    with np.load(tmp_path / "learned" / "L48_T2.2" / "samples.npz") as f:
+        m, n_states = f["m"], int(f["n_training_states"])
+    assert m.shape[1] == int(round(cfg.production_taus * cfg.samples_per_tau)) and np.all(np.abs(m) <= 1)
+    assert n_states == 500  # the floor of learned_states (32/L)^2
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "learned against direct" in report and "| 32 | 2.2 |" in report
+    again = StageRunner(out=tmp_path)
+    run(cfg, again, tmp_path)
+    assert again.executed == []
+
+
+@pytest.mark.parametrize("L, factor", [(32, 2), (48, 3), (64, 2), (128, 2), (144, 3), (16, 0), (40, 0), (96, 6), (80, 5)])
+def test_upsampling_factor_of_learned_sizes(L: int, factor: int) -> None:
+    from matscale.pipeline.critical_study import upsampling_factor
+
+    assert upsampling_factor(L) == factor

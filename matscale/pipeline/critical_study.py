@@ -11,6 +11,15 @@ sample every τ(L) / ``samples_per_tau``. The τ_int measured from the recorded 
 (:func:`matscale.critical.integrated_autocorrelation_time`) is stored beside them, so the
 report shows how many measured autocorrelation times were discarded.
 
+Stage ``learned`` (only with ``learned_sizes``; folder ``OUT/learned/L{L}_T{T}``): the macroscopic
+SDE of m and ρ_dw learned from 16² simulations alone, rolled out with the direct schedule. The
+spin pipeline (its own resumable run in ``OUT/learned_work/L{L}_T{T}``) simulates 16² boxes and
+upsamples them to L × L (tiles matched in m, LocalRelax of ``learned_relax`` Glauber times per
+16² window at every level, no random states); the SDE is fitted to the exact generator moments
+of those states (:func:`matscale.partial.generator_pairs`, mirror pairs m → −m at h = 0) and
+``learned_paths`` paths are rolled out. Stage ``fss_learned`` analyses them like ``fss``. Why
+these choices (the λ = K bias near T_c) is measured in ``benchmarks/study_critical_lambda.py``.
+
 Stage ``fss`` (folder ``OUT/fss``): :func:`matscale.critical.moments` (⟨|M|⟩, χ, U with errors
 from a bootstrap over runs), the FSS exponents β/ν, γ/ν (at the grid temperature closest to
 Onsager's T_c) and 1/ν (from dU/dT), and the Binder-cumulant crossings of every pair of sizes.
@@ -32,7 +41,9 @@ from matscale.io import json_dump, read_json
 from matscale.pipeline.runner import StageRunner
 from matscale.pipeline.studies import Study
 
-STAGES = ("direct", "fss")
+STAGES = ("direct", "fss", "learned", "fss_learned")
+PATCH = 16          # side of the small simulations of the learned stage
+GENERATOR_DT = 0.2  # step (Glauber time) of the generator pairs; the rollout substeps at 2 GENERATOR_DT
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,13 @@ class CriticalConfig:
     samples_per_tau: float = 4.0
     n_boot: int = 400
     seed: int = 0
+    learned_sizes: tuple[int, ...] = ()  # sides of the learned-SDE points (16 f^k, f >= 2); (): none
+    learned_small_runs: int = 400        # 16² runs per point (50 snapshots each, 6.2 Glauber times apart)
+    learned_states: int = 8000           # upsampled training states at L = 32; scaled by (32/L)², >= 500
+    learned_relax: float = 100.0         # LocalRelax Glauber time per 16² window, at every level
+    learned_epochs: int = 200
+    learned_paths: int = 64              # rollout paths per point
+    learned_seed: int = 0
 
     def check(self) -> None:
         """One-line :class:`ConfigError` naming ``critical.<field>`` and the allowed range."""
@@ -78,6 +96,17 @@ class CriticalConfig:
              "(allowed: production_taus * samples_per_tau >= 4)")
         need(self.n_boot >= 20, f"n_boot={self.n_boot} out of range (allowed: >= 20)")
         need(self.seed >= 0, f"seed={self.seed} out of range (allowed: >= 0)")
+        for i, L in enumerate(self.learned_sizes):
+            need(upsampling_factor(L) > 0, f"learned_sizes[{i}]={L} out of range (allowed: {PATCH}·f^k "
+                                           f"with integers f >= 2, k >= 1, e.g. 32, 48, 64, 128)")
+        need(len(set(self.learned_sizes)) == len(self.learned_sizes), "learned_sizes has repeated values")
+        need(len(self.learned_sizes) != 1, "learned_sizes has 1 value (allowed: none, or >= 2 for the FSS fits)")
+        for name, low in (("learned_small_runs", 2), ("learned_states", 8), ("learned_epochs", 1),
+                          ("learned_paths", 2)):
+            need(getattr(self, name) >= low, f"{name}={getattr(self, name)} out of range (allowed: >= {low})")
+        need(math.isfinite(self.learned_relax) and self.learned_relax > 0,
+             f"learned_relax={self.learned_relax} out of range (allowed: > 0)")
+        need(self.learned_seed >= 0, f"learned_seed={self.learned_seed} out of range (allowed: >= 0)")
 
     def tau(self, L: int) -> float:
         """Modelled τ_int of |M| at side L (Glauber time)."""
@@ -90,12 +119,28 @@ class CriticalConfig:
         return self.equilibrate_taus * tau, interval, int(round(self.production_taus * self.samples_per_tau))
 
 
+def upsampling_factor(L: int) -> int:
+    """The smallest integer f >= 2 with L = PATCH · f^k (k >= 1), or 0 when there is none."""
+    if L % PATCH or L < 2 * PATCH:
+        return 0
+    ratio = L // PATCH
+    for f in range(2, ratio + 1):
+        n = ratio
+        while n % f == 0:
+            n //= f
+        if n == 1:
+            return f
+    return 0
+
+
 def describe(cfg: CriticalConfig) -> str:
     """One line for ``matscale validate``."""
     temps = ", ".join(f"{t:g}" for t in cfg.temperatures)
+    learned = (f"; learned SDEs from {PATCH}² runs at L = {', '.join(map(str, cfg.learned_sizes))}"
+               if cfg.learned_sizes else "")
     return (f"2-D Ising FSS at h = {cfg.h:g}: L = {', '.join(map(str, cfg.sizes))}, T = {temps}; "
             f"{cfg.n_runs} runs per point, {cfg.equilibrate_taus:g} τ(L) discarded + {cfg.production_taus:g} τ(L) "
-            f"sampled, τ(L) = {cfg.tau_16:g}·(L/16)^{cfg.z:g}")
+            f"sampled, τ(L) = {cfg.tau_16:g}·(L/16)^{cfg.z:g}{learned}")
 
 
 def _tag(L: int, T: float) -> str:
@@ -156,6 +201,82 @@ def load_samples(folder: Path) -> dict[str, Any]:
         return {k: f[k] for k in f.files}
 
 
+# --------------------------------------------------------------------------------------------
+# learned SDEs
+# --------------------------------------------------------------------------------------------
+def learned_states(cfg: CriticalConfig, L: int) -> int:
+    """Training states at side L: ``learned_states`` (32/L)², at least 500 (a state of a larger box
+    carries more sites, so its exact moments are less noisy: the cost per point stays flat)."""
+    return max(500, int(round(cfg.learned_states * (32.0 / L) ** 2)))
+
+
+def pipeline_config(cfg: CriticalConfig, L: int, T: float) -> Any:
+    """The spin pipeline that makes the training states of one learned point (up to ``upsample``)."""
+    from matscale.config import config_from_dict
+
+    seed = [cfg.learned_seed, L, int(round(T * 10000))]
+    base = int(np.random.default_rng(seed).integers(0, 2**31))
+    raw = {
+        "workflow": "pipeline", "name": f"critical learned L={L} T={T:g}",
+        "system": {"kind": "ising", "L": L, "T": T, "h": cfg.h, "J": cfg.J},
+        "small": {"p": [PATCH], "n_runs": cfg.learned_small_runs, "n_sweeps": 50, "sweep_time": 6.2, "seed": base},
+        "upsampling": {"n_configs": learned_states(cfg, L), "mode": "tile_matched", "factor": upsampling_factor(L),
+                       "duration": cfg.learned_relax, "n_random": 0, "seed": base + 1},
+        "partial": {"duration": GENERATOR_DT, "seed": base + 2},
+        "closure": {"dim": 0},
+        "train": {"method": "ours", "diffusion": "cholesky", "hidden": [64, 64, 64], "epochs": cfg.learned_epochs,
+                  "batch_size": 512, "lr": 2e-3, "seed": base + 4, "symmetrize": "m" if cfg.h == 0 else ""},
+        "reference": {"magnetizations": [0.0], "n_runs": 2, "duration": 1.0, "grid_dt": 1.0, "seed": base + 5},
+    }
+    return config_from_dict(raw)
+
+
+def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, np.ndarray]:
+    """Stationary samples ``m [paths, S]`` of the SDE learned at (L, T) from 16² simulations (the
+    module docstring), with the rollout on the direct stage's schedule."""
+    from matscale.partial import generator_pairs
+    from matscale.pipeline import run_pipeline
+    from matscale.pipeline.stages import FIT_THREADS, load_configs, mirrored_pairs, odd_components
+    from matscale.sde import fit_sde
+    from matscale.systems.spin import Ising2D
+
+    pcfg = pipeline_config(cfg, L, T)
+    start = time.perf_counter()
+    run_pipeline(pcfg, work, stop_after="upsample", progress=False)
+    configs = load_configs(work / f"p{PATCH}" / "upsample")
+    system = Ising2D(L, T, h=cfg.h, J=cfg.J)
+    z0, z1, dt = generator_pairs(system, configs, GENERATOR_DT)
+    z0, z1, dt, _ = mirrored_pairs(z0, z1, dt, None, odd_components(pcfg.train.symmetrize, system.observable_names))
+    tr = pcfg.train
+    sde = fit_sde(z0, z1, dt, loss="em", diffusion=tr.diffusion, hidden=tuple(tr.hidden), epochs=tr.epochs,
+                  batch_size=tr.batch_size, lr=tr.lr, seed=tr.seed, progress=False,
+                  validation_fraction=tr.validation_fraction, num_threads=FIT_THREADS)
+    fit_seconds = time.perf_counter() - start
+    equilibrate, interval, n_samples = cfg.schedule(L)
+    n_eq = int(math.ceil(equilibrate / interval))
+    rng = _seeds(cfg, L, T, 1)
+    picks = rng.choice(len(configs), size=cfg.learned_paths, replace=len(configs) < cfg.learned_paths)
+    paths = sde.sample(system.observables(configs[picks]), n_eq + n_samples, interval, n_paths=1,
+                       seed=int(rng.integers(0, 2**31)), nonfinite="keep")[:, 0]    # [paths, steps + 1, d]
+    m = np.ascontiguousarray(paths[:, n_eq + 1:, 0])
+    ok = np.all(np.isfinite(m), axis=1) & np.all(np.abs(m) <= 1.5, axis=1)
+    return {"m": np.clip(m[ok], -1.0, 1.0), "L": np.int64(L), "T": np.float64(T), "interval": np.float64(interval),
+            "equilibrate": np.float64(n_eq * interval), "n_dropped": np.int64(np.sum(~ok)),
+            "n_training_states": np.int64(len(configs)), "fit_seconds": np.float64(fit_seconds),
+            "seconds": np.float64(time.perf_counter() - start), "sde": sde}
+
+
+def _save_learned(folder: Path, data: dict[str, Any]) -> None:
+    arrays = {k: v for k, v in data.items() if k != "sde"}
+    np.savez(folder / "samples.npz", **arrays)
+    data["sde"].save(folder / "sde")
+    json_dump({"units": {"m": "1 (per site)", "time": "Glauber time", "T": "J/k_B"},
+               "L": int(data["L"]), "T": float(data["T"]), "paths": int(data["m"].shape[0]),
+               "samples_per_path": int(data["m"].shape[1]), "dropped_paths": int(data["n_dropped"]),
+               "training_states": int(data["n_training_states"]), "fit_seconds": float(data["fit_seconds"]),
+               "seconds": float(data["seconds"])}, folder / "meta.json")
+
+
 def fss_analysis(samples: dict[int, dict[float, np.ndarray]], *, n_boot: int = 400, seed: int = 0) -> dict[str, Any]:
     """Moments, exponents and Binder crossings of ``samples[L][T] = m [R, S]`` (JSON-able)."""
     from matscale.critical import ONSAGER_TC, binder_crossing, fss_exponents, moments
@@ -198,7 +319,8 @@ def run(cfg: CriticalConfig, runner: StageRunner, source: Path) -> dict[str, Any
     cfg.check()
     start = time.perf_counter()
     section = json.loads(json.dumps(asdict(cfg)))  # the record as it reads back from stage.json
-    shared = {k: v for k, v in section.items() if k not in ("sizes", "temperatures", "n_boot")}
+    shared = {k: v for k, v in section.items()
+              if k not in ("sizes", "temperatures", "n_boot") and not k.startswith("learned_")}
     ids: dict[str, str] = {}
     folders: dict[tuple[int, float], Path] = {}
     for L in cfg.sizes:
@@ -220,7 +342,38 @@ def run(cfg: CriticalConfig, runner: StageRunner, source: Path) -> dict[str, Any
                                              "n_boot": cfg.n_boot, "seed": cfg.seed}}, ids, analyse)
     direct = {"fss": read_json(fss_dir / "fss.json"),
               "points": {k: read_json(f / "meta.json") for k, f in ((_tag(*key), f) for key, f in folders.items())}}
-    return write_report(cfg, direct, runner.out, time.perf_counter() - start)
+    learned = _run_learned(cfg, runner, section) if cfg.learned_sizes else None
+    return write_report(cfg, direct, runner.out, time.perf_counter() - start, learned)
+
+
+def _run_learned(cfg: CriticalConfig, runner: StageRunner, section: dict[str, Any]) -> dict[str, Any]:
+    """The ``learned`` points and their FSS analysis (stage ``fss_learned``)."""
+    shared = {k: v for k, v in section.items() if k.startswith("learned_") and k != "learned_sizes"}
+    shared.update({k: section[k] for k in ("h", "J", "tau_16", "z", "equilibrate_taus", "production_taus",
+                                           "samples_per_tau", "seed")})
+    ids: dict[str, str] = {}
+    folders: dict[tuple[int, float], Path] = {}
+    for L in cfg.learned_sizes:
+        for T in cfg.temperatures:
+            folder = runner.out / "learned" / _tag(L, T)
+            work = runner.out / "learned_work" / _tag(L, T)
+
+            def compute(tmp: Path, L: int = L, T: float = T, work: Path = work) -> None:
+                _save_learned(tmp, learn_point(cfg, L, T, work))
+
+            ids[_tag(L, T)] = runner.run("learned", folder, {"critical": {**shared, "L": L, "T": T}}, {}, compute)
+            folders[(L, T)] = folder
+    out_dir = runner.out / "fss_learned"
+
+    def analyse(tmp: Path) -> None:
+        samples = {L: {T: load_samples(folders[(L, T)])["m"] for T in cfg.temperatures} for L in cfg.learned_sizes}
+        json_dump(fss_analysis(samples, n_boot=cfg.n_boot, seed=cfg.seed), tmp / "fss.json")
+
+    runner.run("fss_learned", out_dir, {"critical": {"learned_sizes": list(cfg.learned_sizes),
+                                                     "temperatures": list(cfg.temperatures),
+                                                     "n_boot": cfg.n_boot, "seed": cfg.seed}}, ids, analyse)
+    return {"fss": read_json(out_dir / "fss.json"),
+            "points": {_tag(*key): read_json(f / "meta.json") for key, f in folders.items()}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,10 +453,31 @@ def plot_collapse(named: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(cfg: CriticalConfig, direct: dict[str, Any], out: Path, seconds: float) -> dict[str, Any]:
+def comparison_table(learned: dict[str, Any], direct: dict[str, Any]) -> list[str]:
+    """Learned against direct moments at the (L, T) both have, with the difference in units of the
+    combined error (learned errors: bootstrap over rollout paths only)."""
+    lines = ["| L | T | ⟨\\|M\\|⟩ learned | direct | Δ/σ | χ learned | direct | Δ/σ | U learned | direct | Δ/σ |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for L in learned["sizes"]:
+        if L not in direct["sizes"]:
+            continue
+        for T in learned["temperatures"]:
+            a, b = learned["moments"][str(L)][f"{T:g}"], direct["moments"][str(L)][f"{T:g}"]
+            cells = []
+            for key in ("abs_m", "chi", "binder"):
+                sigma = math.hypot(a[key]["error"], b[key]["error"])
+                z = (a[key]["value"] - b[key]["value"]) / sigma if sigma > 0 else float("nan")
+                cells += [_fmt(a[key]), _fmt(b[key]), f"{z:+.1f}"]
+            lines.append(f"| {L} | {T:g} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def write_report(cfg: CriticalConfig, direct: dict[str, Any], out: Path, seconds: float,
+                 learned: dict[str, Any] | None = None) -> dict[str, Any]:
     """``report.md``, ``collapse.png`` and ``metrics.json`` in ``out``; returns the summary."""
     fss = direct["fss"]
-    plot_collapse({"direct": fss}, out / "collapse.png")
+    named = {"direct": fss} if learned is None else {"direct": fss, "learned": learned["fss"]}
+    plot_collapse(named, out / "collapse.png")
     direct_seconds = _stage_seconds(out, "direct")
     lines = ["# 2-D Ising finite-size scaling near T_c", "", describe(cfg) + ".", "",
              "Errors: bootstrap over independent runs (moments); weighted least squares on log–log with the "
@@ -313,10 +487,22 @@ def write_report(cfg: CriticalConfig, direct: dict[str, Any], out: Path, seconds
              "Onsager's T_c); 1/ν from dU/dT over the grid; T_c: inverse-variance mean of the crossings of pairs "
              "L' ≥ 2L.", "",
              "## Exponents and T_c", ""]
-    lines += exponents_table({"direct": fss})
+    lines += exponents_table(named)
     lines += ["## Binder crossings", "", "| pair | T_× |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v, 5)} |" for k, v in fss["binder_crossings"].items()] + [""]
     lines += ["## Moments", ""] + moments_table(fss, "direct simulations")
+    if learned is not None:
+        lines += moments_table(learned["fss"], f"learned SDEs (from {PATCH}² simulations only)")
+        lines += ["### learned against direct", "",
+                  "Δ/σ: difference over the combined error; the learned error covers the rollout paths only "
+                  "(not the spread between training seeds).", ""]
+        lines += comparison_table(learned["fss"], fss)
+        lines += ["### learned points", "", "| L | T | training states | paths (dropped) | fit s | total s |",
+                  "|---|---|---|---|---|---|"]
+        for meta in learned["points"].values():
+            lines.append(f"| {meta['L']} | {meta['T']:g} | {meta['training_states']} | {meta['paths']} "
+                         f"({meta['dropped_paths']}) | {meta['fit_seconds']:.0f} | {meta['seconds']:.0f} |")
+        lines.append("")
     lines += ["## Direct runs: equilibration and autocorrelation", "",
               "Discarded time per run: `equilibrate_taus` · τ(L) with τ(L) = tau_16 (L/16)^z, τ measured at "
               "T = 2.27 (τ_int of |M| = 50 Glauber times at L = 16, fitted z = 2.17). The measured column is the "
@@ -327,13 +513,20 @@ def write_report(cfg: CriticalConfig, direct: dict[str, Any], out: Path, seconds
         ratio = meta["equilibrate"] / max(meta["tau_int_abs_m"], 1e-12)
         lines.append(f"| {meta['L']} | {meta['T']:g} | {meta['equilibrate']:.0f} | {meta['tau_int_abs_m']:.0f} | "
                      f"{ratio:.1f} | {meta['samples_per_run']} × {meta['n_runs']} | {meta['seconds']:.1f} |")
+    learned_seconds = _stage_seconds(out, "learned")
     lines += ["", "![data collapse](collapse.png)", "",
-              f"Wall time: direct stage {direct_seconds:.0f} s (sum of its points, one core), this call "
-              f"{seconds:.0f} s.", ""]
+              f"Wall time: direct stage {direct_seconds:.0f} s (sum of its points, one core)"
+              + (f", learned stage {learned_seconds:.0f} s" if learned is not None else "")
+              + f", this call {seconds:.0f} s.", ""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
     summary = {"workflow": "critical", "exponents": {k: v["value"] for k, v in fss["exponents"].items()},
                "T_c": fss["T_c"]["value"], "direct_seconds": direct_seconds}
-    json_dump({**summary, "direct": fss, "points": direct["points"]}, out / "metrics.json")
+    record = {**summary, "direct": fss, "points": direct["points"]}
+    if learned is not None:
+        summary.update(learned_exponents={k: v["value"] for k, v in learned["fss"]["exponents"].items()},
+                       learned_T_c=learned["fss"]["T_c"]["value"], learned_seconds=learned_seconds)
+        record.update(learned=learned["fss"], learned_points=learned["points"], **summary)
+    json_dump(record, out / "metrics.json")
     return summary
 
 
