@@ -102,8 +102,8 @@ def test_learned_stage_runs_resumes_and_leaves_direct_records_valid(tmp_path: Pa
     points (their record leaves out the learned_* fields)."""
     base = dataclasses.replace(TINY, sizes=(16, 32), temperatures=(2.2, 2.35))
     run(base, StageRunner(out=tmp_path), tmp_path)
-    cfg = dataclasses.replace(base, learned_sizes=(32, 48), learned_small_runs=8, learned_states=64,
-                              learned_relax=2.0, learned_epochs=2, learned_paths=6)
+    cfg = dataclasses.replace(base, learned_sizes=(32, 48), learned_small_runs=8, learned_states=400,
+                              learned_relax=2.0, learned_epochs=5, learned_paths=8)
     runner = StageRunner(out=tmp_path)
     summary = run(cfg, runner, tmp_path)
     # only the learned points (2 sizes x 2 temperatures) and their analysis: the direct ones stand
@@ -113,7 +113,7 @@ def test_learned_stage_runs_resumes_and_leaves_direct_records_valid(tmp_path: Pa
     with np.load(tmp_path / "learned" / "L48_T2.2" / "samples.npz") as f:
         m, n_states = f["m"], int(f["n_training_states"])
     assert m.shape[1] == int(round(cfg.production_taus * cfg.samples_per_tau)) and np.all(np.abs(m) <= 1)
-    assert n_states == 500  # the floor of learned_states (32/L)^2
+    assert n_states == cfg.learned_states
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "learned against direct" in report and "| 32 | 2.2 |" in report
     again = StageRunner(out=tmp_path)
