@@ -189,23 +189,18 @@ def fit_generator(cfg, pdir: Path):
     """The "ours" fit on the exact generator moments of the upsampled training states (loss "em",
     λ = 1: the moments are the whole system's), with the pipeline's network and optimiser
     settings, saved under pdir/fit_generator."""
-    from matscale.partial import generator_pairs
+    from matscale.pipeline.critical_study import fit_generator_sde
     from matscale.pipeline.model import MacroModel
-    from matscale.pipeline.stages import FIT_THREADS, load_configs, mirrored_pairs, odd_components
-    from matscale.sde import fit_sde, load_sde
+    from matscale.pipeline.stages import load_configs
+    from matscale.sde import load_sde
     from matscale.systems.spin import Ising2D
 
     tr, pa = cfg.train, cfg.partial
     sym = f"_sym{tr.symmetrize}" if tr.symmetrize else ""
     target = pdir / f"fit_generator_e{tr.epochs}{sym}" / "sde"
     if not target.exists():
-        configs = load_configs(pdir / "upsample")
-        z0, z1, dt = generator_pairs(Ising2D(cfg.system.L, cfg.system.T), configs, pa.duration)
-        z0, z1, dt, _ = mirrored_pairs(z0, z1, dt, None, odd_components(tr.symmetrize, ("m", "rho_dw")))
-        sde = fit_sde(z0, z1, dt, loss="em", diffusion=tr.diffusion, hidden=tuple(tr.hidden), epochs=tr.epochs,
-                      batch_size=tr.batch_size, lr=tr.lr, seed=tr.seed, progress=False,
-                      validation_fraction=tr.validation_fraction, num_threads=FIT_THREADS)
-        sde.save(target)
+        system = Ising2D(cfg.system.L, cfg.system.T)
+        fit_generator_sde(system, load_configs(pdir / "upsample"), tr, pa.duration).save(target)
     sde = load_sde(target)
     record = getattr(sde, "config", None)
     if isinstance(record, dict):
@@ -478,15 +473,18 @@ def main() -> None:
     d.add_argument("--n-rep", type=int, default=32)
     d.add_argument("--dts", default="0.05,0.2,0.5,1,2,5,20")
     d.add_argument("--json", default="")
-    g = sub.add_parser("learned")
-    g.add_argument("--L", type=int, default=32)
-    g.add_argument("--T", type=float, default=2.27)
+    # the options every fitting experiment takes
+    fitting = argparse.ArgumentParser(add_help=False)
+    fitting.add_argument("--L", type=int, default=32)
+    fitting.add_argument("--T", type=float, default=2.27)
+    fitting.add_argument("--direct", default="", help="a finished critical study folder (direct references)")
+    fitting.add_argument("--epochs", type=int, default=40)
+    fitting.add_argument("--n-paths", type=int, default=64)
+    fitting.add_argument("--max-step", default="auto")
+    fitting.add_argument("--json", default="")
+    g = sub.add_parser("learned", parents=[fitting])
     g.add_argument("--out", required=True)
-    g.add_argument("--direct", default="", help="a finished critical study folder (direct references)")
-    g.add_argument("--epochs", type=int, default=40)
-    g.add_argument("--n-paths", type=int, default=64)
     g.add_argument("--n-eq", type=int, default=512)
-    g.add_argument("--max-step", default="auto")
     g.add_argument("--relax", type=float, default=0.0,
                    help="LocalRelax duration per window of the upsampling (0: the preset's 3.0)")
     g.add_argument("--mode", default="", help="upsampling mode (default: the preset's tile_matched)")
@@ -498,20 +496,12 @@ def main() -> None:
     g.add_argument("--skip-moments", action="store_true", help="skip the exact conditional-moment table")
     g.add_argument("--generator", action="store_true",
                    help="fit on the exact generator moments of the training states (no partial evolution)")
-    g.add_argument("--json", default="")
-    o = sub.add_parser("oracle")
-    o.add_argument("--L", type=int, default=32)
-    o.add_argument("--T", type=float, default=2.27)
-    o.add_argument("--direct", default="", help="a finished critical study folder (direct references)")
-    o.add_argument("--epochs", type=int, default=40)
+    o = sub.add_parser("oracle", parents=[fitting])
     o.add_argument("--n-states", type=int, default=2000)
     o.add_argument("--pairs-per-state", type=int, default=5)
     o.add_argument("--n-draws", type=int, default=8)
-    o.add_argument("--n-paths", type=int, default=64)
     o.add_argument("--symmetrize", default="m")
     o.add_argument("--generator", action="store_true", help="pairs from the exact generator moments")
-    o.add_argument("--max-step", default="auto")
-    o.add_argument("--json", default="")
     mg = sub.add_parser("marginal")
     mg.add_argument("--L", type=int, default=32)
     mg.add_argument("--T", type=float, default=2.27)

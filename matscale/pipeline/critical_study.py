@@ -226,13 +226,27 @@ def pipeline_config(cfg: CriticalConfig, L: int, T: float) -> Any:
     return config_from_dict(raw)
 
 
+def fit_generator_sde(system: Any, states: np.ndarray, train: Any, dt: float = GENERATOR_DT) -> Any:
+    """The SDE of ``system``'s observables fitted (loss "em", λ = 1) to the exact generator moments
+    of ``states`` (:func:`matscale.partial.generator_pairs` with step ``dt``), mirror pairs for
+    the odd observables named in ``train.symmetrize``, network and optimiser from ``train``
+    (a :class:`matscale.config.TrainConfig`)."""
+    from matscale.partial import generator_pairs
+    from matscale.pipeline.stages import FIT_THREADS, mirrored_pairs, odd_components
+    from matscale.sde import fit_sde
+
+    z0, z1, steps = generator_pairs(system, states, dt)
+    z0, z1, steps, _ = mirrored_pairs(z0, z1, steps, None, odd_components(train.symmetrize, system.observable_names))
+    return fit_sde(z0, z1, steps, loss="em", diffusion=train.diffusion, hidden=tuple(train.hidden),
+                   epochs=train.epochs, batch_size=train.batch_size, lr=train.lr, seed=train.seed, progress=False,
+                   validation_fraction=train.validation_fraction, num_threads=FIT_THREADS)
+
+
 def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, np.ndarray]:
     """Stationary samples ``m [paths, S]`` of the SDE learned at (L, T) from 16² simulations (the
     module docstring), with the rollout on the direct stage's schedule."""
-    from matscale.partial import generator_pairs
     from matscale.pipeline import run_pipeline
-    from matscale.pipeline.stages import FIT_THREADS, load_configs, mirrored_pairs, odd_components
-    from matscale.sde import fit_sde
+    from matscale.pipeline.stages import load_configs
     from matscale.systems.spin import Ising2D
 
     pcfg = pipeline_config(cfg, L, T)
@@ -240,12 +254,7 @@ def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, 
     run_pipeline(pcfg, work, stop_after="upsample", progress=False)
     configs = load_configs(work / f"p{PATCH}" / "upsample")
     system = Ising2D(L, T, h=cfg.h, J=cfg.J)
-    z0, z1, dt = generator_pairs(system, configs, GENERATOR_DT)
-    z0, z1, dt, _ = mirrored_pairs(z0, z1, dt, None, odd_components(pcfg.train.symmetrize, system.observable_names))
-    tr = pcfg.train
-    sde = fit_sde(z0, z1, dt, loss="em", diffusion=tr.diffusion, hidden=tuple(tr.hidden), epochs=tr.epochs,
-                  batch_size=tr.batch_size, lr=tr.lr, seed=tr.seed, progress=False,
-                  validation_fraction=tr.validation_fraction, num_threads=FIT_THREADS)
+    sde = fit_generator_sde(system, configs, pcfg.train)
     fit_seconds = time.perf_counter() - start
     equilibrate, interval, n_samples = cfg.schedule(L)
     n_eq = int(math.ceil(equilibrate / interval))
