@@ -81,7 +81,12 @@ def test_autocorrelation_time_of_ar1() -> None:
                                            ({"temperatures": (2.2, -1.0)}, "critical.temperatures[1]"),
                                            ({"n_runs": 1}, "critical.n_runs"),
                                            ({"seed": -1}, "critical.seed"),
-                                           ({"tau_16": 0.0}, "critical.tau_16")])
+                                           ({"tau_16": 0.0}, "critical.tau_16"),
+                                           ({"learned_sizes": (32, 40)}, r"critical.learned_sizes[1]"),
+                                           ({"learned_sizes": (32,)}, "critical.learned_sizes"),
+                                           ({"learned_states": 4}, "critical.learned_states"),
+                                           ({"learned_relax": 0.0}, "critical.learned_relax"),
+                                           ({"learned_window": 64}, "critical.learned_window")])
 def test_config_checks_name_the_field(change: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
         dataclasses.replace(CriticalConfig(), **change).check()

@@ -66,7 +66,8 @@ class CriticalConfig:
     learned_small_runs: int = 400        # 16² runs per point (50 snapshots each, 6.2 Glauber times apart)
     learned_states: int = 8000           # upsampled training states per point (fewer fail: 2000 at L = 64
                                          # gave ⟨|M|⟩ 0.672 against 0.610 with 8000 and 0.596 direct)
-    learned_relax: float = 100.0         # LocalRelax Glauber time per 16² window, at every level
+    learned_relax: float = 100.0         # LocalRelax Glauber time per window, at every level
+    learned_window: int = 16             # LocalRelax window side (stride half of it); <= the level's box
     learned_epochs: int = 200
     learned_paths: int = 64              # rollout paths per point
     learned_seed: int = 0
@@ -108,6 +109,8 @@ class CriticalConfig:
         need(math.isfinite(self.learned_relax) and self.learned_relax > 0,
              f"learned_relax={self.learned_relax} out of range (allowed: > 0)")
         need(self.learned_seed >= 0, f"learned_seed={self.learned_seed} out of range (allowed: >= 0)")
+        need(2 <= self.learned_window <= 2 * PATCH,
+             f"learned_window={self.learned_window} out of range (allowed: 2 .. {2 * PATCH}, the first upsampled box)")
 
     def tau(self, L: int) -> float:
         """Modelled τ_int of |M| at side L (Glauber time)."""
@@ -216,7 +219,8 @@ def pipeline_config(cfg: CriticalConfig, L: int, T: float) -> Any:
         "system": {"kind": "ising", "L": L, "T": T, "h": cfg.h, "J": cfg.J},
         "small": {"p": [PATCH], "n_runs": cfg.learned_small_runs, "n_sweeps": 50, "sweep_time": 6.2, "seed": base},
         "upsampling": {"n_configs": cfg.learned_states, "mode": "tile_matched", "factor": upsampling_factor(L),
-                       "duration": cfg.learned_relax, "n_random": 0, "seed": base + 1},
+                       "duration": cfg.learned_relax, "n_random": 0, "seed": base + 1,
+                       "window": cfg.learned_window},
         "partial": {"duration": GENERATOR_DT, "seed": base + 2},
         "closure": {"dim": 0},
         "train": {"method": "ours", "diffusion": "cholesky", "hidden": [64, 64, 64], "epochs": cfg.learned_epochs,
@@ -356,6 +360,8 @@ def run(cfg: CriticalConfig, runner: StageRunner, source: Path) -> dict[str, Any
 def _run_learned(cfg: CriticalConfig, runner: StageRunner, section: dict[str, Any]) -> dict[str, Any]:
     """The ``learned`` points and their FSS analysis (stage ``fss_learned``)."""
     shared = {k: v for k, v in section.items() if k.startswith("learned_") and k != "learned_sizes"}
+    if shared.get("learned_window") == 16:  # added later: records of earlier runs stay valid at the default
+        del shared["learned_window"]
     shared.update({k: section[k] for k in ("h", "J", "tau_16", "z", "equilibrate_taus", "production_taus",
                                            "samples_per_tau", "seed")})
     ids: dict[str, str] = {}
