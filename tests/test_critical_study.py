@@ -86,7 +86,8 @@ def test_autocorrelation_time_of_ar1() -> None:
                                            ({"learned_sizes": (32,)}, "critical.learned_sizes"),
                                            ({"learned_states": 4}, "critical.learned_states"),
                                            ({"learned_relax": 0.0}, "critical.learned_relax"),
-                                           ({"learned_window": 64}, "critical.learned_window")])
+                                           ({"learned_window": 64}, "critical.learned_window"),
+                                           ({"learned_mode": "replicate"}, "critical.learned_mode")])
 def test_config_checks_name_the_field(change: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
         dataclasses.replace(CriticalConfig(), **change).check()

@@ -14,8 +14,8 @@ report shows how many measured autocorrelation times were discarded.
 Stage ``learned`` (only with ``learned_sizes``; folder ``OUT/learned/L{L}_T{T}``): the macroscopic
 SDE of m and ρ_dw learned from 16² simulations alone, rolled out with the direct schedule. The
 spin pipeline (its own resumable run in ``OUT/learned_work/L{L}_T{T}``) simulates 16² boxes and
-upsamples them to L × L (tiles matched in m, LocalRelax of ``learned_relax`` Glauber times per
-16² window at every level, no random states); the SDE is fitted to the exact generator moments
+upsamples them to L × L (``learned_mode``: tiles matched in m by default; LocalRelax of
+``learned_relax`` Glauber times per ``learned_window``² window at every level, no random states); the SDE is fitted to the exact generator moments
 of those states (:func:`matscale.partial.generator_pairs`, mirror pairs m → −m at h = 0) and
 ``learned_paths`` paths are rolled out. Stage ``fss_learned`` analyses them like ``fss``. Why
 these choices (the λ = K bias near T_c) is measured in ``benchmarks/study_critical_lambda.py``.
@@ -68,6 +68,7 @@ class CriticalConfig:
                                          # gave ⟨|M|⟩ 0.672 against 0.610 with 8000 and 0.596 direct)
     learned_relax: float = 100.0         # LocalRelax Glauber time per window, at every level
     learned_window: int = 16             # LocalRelax window side (stride half of it); <= the level's box
+    learned_mode: str = "tile_matched"   # upsampling mode of the training states ("tile": independent tiles)
     learned_epochs: int = 200
     learned_paths: int = 64              # rollout paths per point
     learned_seed: int = 0
@@ -109,6 +110,8 @@ class CriticalConfig:
         need(math.isfinite(self.learned_relax) and self.learned_relax > 0,
              f"learned_relax={self.learned_relax} out of range (allowed: > 0)")
         need(self.learned_seed >= 0, f"learned_seed={self.learned_seed} out of range (allowed: >= 0)")
+        need(self.learned_mode in ("tile_matched", "tile", "tile_time"),
+             f"learned_mode={self.learned_mode!r} is not allowed (allowed: tile_matched, tile, tile_time)")
         need(2 <= self.learned_window <= 2 * PATCH,
              f"learned_window={self.learned_window} out of range (allowed: 2 .. {2 * PATCH}, the first upsampled box)")
 
@@ -218,7 +221,7 @@ def pipeline_config(cfg: CriticalConfig, L: int, T: float) -> Any:
         "workflow": "pipeline", "name": f"critical learned L={L} T={T:g}",
         "system": {"kind": "ising", "L": L, "T": T, "h": cfg.h, "J": cfg.J},
         "small": {"p": [PATCH], "n_runs": cfg.learned_small_runs, "n_sweeps": 50, "sweep_time": 6.2, "seed": base},
-        "upsampling": {"n_configs": cfg.learned_states, "mode": "tile_matched", "factor": upsampling_factor(L),
+        "upsampling": {"n_configs": cfg.learned_states, "mode": cfg.learned_mode, "factor": upsampling_factor(L),
                        "duration": cfg.learned_relax, "n_random": 0, "seed": base + 1,
                        "window": cfg.learned_window},
         "partial": {"duration": GENERATOR_DT, "seed": base + 2},
@@ -360,8 +363,9 @@ def run(cfg: CriticalConfig, runner: StageRunner, source: Path) -> dict[str, Any
 def _run_learned(cfg: CriticalConfig, runner: StageRunner, section: dict[str, Any]) -> dict[str, Any]:
     """The ``learned`` points and their FSS analysis (stage ``fss_learned``)."""
     shared = {k: v for k, v in section.items() if k.startswith("learned_") and k != "learned_sizes"}
-    if shared.get("learned_window") == 16:  # added later: records of earlier runs stay valid at the default
-        del shared["learned_window"]
+    for key, default in (("learned_window", 16), ("learned_mode", "tile_matched")):
+        if shared.get(key) == default:  # added later: records of earlier runs stay valid at the default
+            del shared[key]
     shared.update({k: section[k] for k in ("h", "J", "tau_16", "z", "equilibrate_taus", "production_taus",
                                            "samples_per_tau", "seed")})
     ids: dict[str, str] = {}
