@@ -463,6 +463,47 @@ def marginal(args: argparse.Namespace) -> None:
         print(f"| {name} | " + " | ".join(f"{r[k]:.4g}" if k in r else "" for k in keys) + " |")
 
 
+def sweeps(args: argparse.Namespace) -> None:
+    """Block-Gibbs sweeps on top of the training states of a finished learned point of the
+    ``critical`` study: ``--passes`` passes over all 16² windows (stride 8, random order per
+    state and pass), each window relaxed for ``--duration`` with its exterior frozen — exact
+    Monte Carlo moves of the L × L system, so the states approach its equilibrium — then the
+    study's generator-moment fit and rollout, against the direct samples."""
+    from matscale.critical import moments
+    from matscale.pipeline.critical_study import (CriticalConfig, PATCH, fit_generator_sde, load_samples,
+                                                  pipeline_config)
+    from matscale.pipeline.stages import load_configs
+    from matscale.systems.spin import Ising2D
+
+    L, T = args.L, args.T
+    cfg = CriticalConfig()
+    start = time.perf_counter()
+    states = load_configs(Path(args.work) / f"p{PATCH}" / "upsample").copy()
+    system = Ising2D(L, T)
+    rng = np.random.default_rng(7)
+    grid = np.array([(r, c) for r in range(0, L, PATCH // 2) for c in range(0, L, PATCH // 2)])
+    for _ in range(args.passes):
+        origins = np.stack([grid[rng.permutation(len(grid))] for _ in range(len(states))])
+        system.evolve_windows(states, origins, PATCH, duration=args.duration, boundary="frozen",
+                              seeds=rng.integers(0, 2**63, len(states), dtype=np.uint64))
+    t_sweeps = time.perf_counter() - start
+    sde = fit_generator_sde(system, states, pipeline_config(cfg, L, T).train)
+    equilibrate, interval, n_samples = cfg.schedule(L)
+    n_eq = int(np.ceil(equilibrate / interval))
+    picks = rng.choice(len(states), size=args.n_paths, replace=False)
+    paths = sde.sample(system.observables(states[picks]), n_eq + n_samples, interval, n_paths=1, seed=3,
+                       nonfinite="keep")[:, 0]
+    m = paths[:, n_eq + 1:, 0]
+    ok = np.all(np.isfinite(m), axis=1) & np.all(np.abs(m) <= 1.5, axis=1)
+    res = {"learned": moments(np.clip(m[ok], -1.0, 1.0), L, T)}
+    if args.direct:
+        res["direct"] = moments(load_samples(Path(args.direct) / "direct" / f"L{L}_T{T:g}")["m"], L, T)
+    print(f"# L = {L}, T = {T:g}: {args.passes} sweeps of {args.duration:g} on {len(states)} states "
+          f"{t_sweeps:.0f} s, total {time.perf_counter() - start:.0f} s")
+    for name, r in res.items():
+        print(f"| {name} | {r['abs_m']} | {r['chi']} | {r['binder']} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -508,10 +549,19 @@ def main() -> None:
     mg.add_argument("--out", required=True)
     mg.add_argument("--n-states", type=int, default=4000)
     mg.add_argument("variants", nargs="*", help="RELAX:MODE:N_RANDOM, e.g. 3:tile_matched:2000 (0 / '' / -1: preset)")
+    sw = sub.add_parser("sweeps")
+    sw.add_argument("--L", type=int, default=64)
+    sw.add_argument("--T", type=float, default=2.29)
+    sw.add_argument("--work", required=True, help="OUT/learned_work/L{L}_T{T} of a finished critical study")
+    sw.add_argument("--direct", default="", help="a finished critical study folder (direct references)")
+    sw.add_argument("--passes", type=int, default=4)
+    sw.add_argument("--duration", type=float, default=25.0)
+    sw.add_argument("--n-paths", type=int, default=64)
     args = parser.parse_args()
     if getattr(args, "max_step", "auto") != "auto":
         args.max_step = float(args.max_step)
-    {"diagnose": diagnose, "learned": learned, "oracle": oracle, "marginal": marginal}[args.command](args)
+    {"diagnose": diagnose, "learned": learned, "oracle": oracle, "marginal": marginal,
+     "sweeps": sweeps}[args.command](args)
 
 
 if __name__ == "__main__":
