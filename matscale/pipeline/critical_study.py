@@ -42,6 +42,7 @@ from matscale.pipeline.runner import StageRunner
 from matscale.pipeline.studies import Study
 
 STAGES = ("direct", "fss", "learned", "fss_learned")
+SYSTEM_KIND = "ising"  # the registry kind of the 2-D Ising model this study is about
 PATCH = 16          # side of the small simulations of the learned stage
 GENERATOR_DT = 0.2  # step (Glauber time) of the generator pairs; the rollout substeps at 2 GENERATOR_DT
 
@@ -219,7 +220,7 @@ def pipeline_config(cfg: CriticalConfig, L: int, T: float) -> Any:
     base = int(np.random.default_rng(seed).integers(0, 2**31))
     raw = {
         "workflow": "pipeline", "name": f"critical learned L={L} T={T:g}",
-        "system": {"kind": "ising", "L": L, "T": T, "h": cfg.h, "J": cfg.J},
+        "system": {"kind": SYSTEM_KIND, "L": L, "T": T, "h": cfg.h, "J": cfg.J},
         "small": {"p": [PATCH], "n_runs": cfg.learned_small_runs, "n_sweeps": 50, "sweep_time": 6.2, "seed": base},
         "upsampling": {"n_configs": cfg.learned_states, "mode": cfg.learned_mode, "factor": upsampling_factor(L),
                        "duration": cfg.learned_relax, "n_random": 0, "seed": base + 1,
@@ -254,13 +255,13 @@ def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, 
     module docstring), with the rollout on the direct stage's schedule."""
     from matscale.pipeline import run_pipeline
     from matscale.pipeline.stages import load_configs
-    from matscale.systems.spin import Ising2D
+    from matscale.systems.registry import build_system
 
     pcfg = pipeline_config(cfg, L, T)
     start = time.perf_counter()
     run_pipeline(pcfg, work, stop_after="upsample", progress=False)
     configs = load_configs(work / f"p{PATCH}" / "upsample")
-    system = Ising2D(L, T, h=cfg.h, J=cfg.J)
+    system = build_system(pcfg.system)  # the pipeline's own large system
     sde = fit_generator_sde(system, configs, pcfg.train)
     fit_seconds = time.perf_counter() - start
     equilibrate, interval, n_samples = cfg.schedule(L)
@@ -335,29 +336,38 @@ def run(cfg: CriticalConfig, runner: StageRunner, source: Path) -> dict[str, Any
     section = json.loads(json.dumps(asdict(cfg)))  # the record as it reads back from stage.json
     shared = {k: v for k, v in section.items()
               if k not in ("sizes", "temperatures", "n_boot") and not k.startswith("learned_")}
-    ids: dict[str, str] = {}
-    folders: dict[tuple[int, float], Path] = {}
-    for L in cfg.sizes:
-        for T in cfg.temperatures:
-            folder = runner.out / "direct" / _tag(L, T)
-
-            def compute(tmp: Path, L: int = L, T: float = T) -> None:
-                _save_point(tmp, simulate_point(cfg, L, T))
-
-            ids[_tag(L, T)] = runner.run("direct", folder, {"critical": {**shared, "L": L, "T": T}}, {}, compute)
-            folders[(L, T)] = folder
-    fss_dir = runner.out / "fss"
-
-    def analyse(tmp: Path) -> None:
-        samples = {L: {T: load_samples(folders[(L, T)])["m"] for T in cfg.temperatures} for L in cfg.sizes}
-        json_dump(fss_analysis(samples, n_boot=cfg.n_boot, seed=cfg.seed), tmp / "fss.json")
-
-    runner.run("fss", fss_dir, {"critical": {"sizes": list(cfg.sizes), "temperatures": list(cfg.temperatures),
-                                             "n_boot": cfg.n_boot, "seed": cfg.seed}}, ids, analyse)
-    direct = {"fss": read_json(fss_dir / "fss.json"),
-              "points": {k: read_json(f / "meta.json") for k, f in ((_tag(*key), f) for key, f in folders.items())}}
+    direct = _points_and_analysis(cfg, runner, "direct", cfg.sizes, shared,
+                                  lambda tmp, L, T: _save_point(tmp, simulate_point(cfg, L, T)), "fss", "sizes")
     learned = _run_learned(cfg, runner, section) if cfg.learned_sizes else None
     return write_report(cfg, direct, runner.out, time.perf_counter() - start, learned)
+
+
+def _points_and_analysis(cfg: CriticalConfig, runner: StageRunner, stage: str, sizes: tuple[int, ...],
+                         record: dict[str, Any], compute_point: Any, analysis: str, sizes_key: str) -> dict[str, Any]:
+    """Run (or resume) stage ``stage`` at every (L, T) of ``sizes`` × temperatures
+    (``compute_point(tmp, L, T)`` writes samples.npz and meta.json) and the FSS stage
+    ``analysis`` over them; returns ``{"fss": ..., "points": {tag: meta}}``."""
+    ids: dict[str, str] = {}
+    folders: dict[tuple[int, float], Path] = {}
+    for L in sizes:
+        for T in cfg.temperatures:
+            folder = runner.out / stage / _tag(L, T)
+
+            def compute(tmp: Path, L: int = L, T: float = T) -> None:
+                compute_point(tmp, L, T)
+
+            ids[_tag(L, T)] = runner.run(stage, folder, {"critical": {**record, "L": L, "T": T}}, {}, compute)
+            folders[(L, T)] = folder
+    out_dir = runner.out / analysis
+
+    def analyse(tmp: Path) -> None:
+        samples = {L: {T: load_samples(folders[(L, T)])["m"] for T in cfg.temperatures} for L in sizes}
+        json_dump(fss_analysis(samples, n_boot=cfg.n_boot, seed=cfg.seed), tmp / "fss.json")
+
+    runner.run(analysis, out_dir, {"critical": {sizes_key: list(sizes), "temperatures": list(cfg.temperatures),
+                                                "n_boot": cfg.n_boot, "seed": cfg.seed}}, ids, analyse)
+    return {"fss": read_json(out_dir / "fss.json"),
+            "points": {_tag(*key): read_json(f / "meta.json") for key, f in folders.items()}}
 
 
 def _run_learned(cfg: CriticalConfig, runner: StageRunner, section: dict[str, Any]) -> dict[str, Any]:
@@ -368,29 +378,10 @@ def _run_learned(cfg: CriticalConfig, runner: StageRunner, section: dict[str, An
             del shared[key]
     shared.update({k: section[k] for k in ("h", "J", "tau_16", "z", "equilibrate_taus", "production_taus",
                                            "samples_per_tau", "seed")})
-    ids: dict[str, str] = {}
-    folders: dict[tuple[int, float], Path] = {}
-    for L in cfg.learned_sizes:
-        for T in cfg.temperatures:
-            folder = runner.out / "learned" / _tag(L, T)
-            work = runner.out / "learned_work" / _tag(L, T)
-
-            def compute(tmp: Path, L: int = L, T: float = T, work: Path = work) -> None:
-                _save_learned(tmp, learn_point(cfg, L, T, work))
-
-            ids[_tag(L, T)] = runner.run("learned", folder, {"critical": {**shared, "L": L, "T": T}}, {}, compute)
-            folders[(L, T)] = folder
-    out_dir = runner.out / "fss_learned"
-
-    def analyse(tmp: Path) -> None:
-        samples = {L: {T: load_samples(folders[(L, T)])["m"] for T in cfg.temperatures} for L in cfg.learned_sizes}
-        json_dump(fss_analysis(samples, n_boot=cfg.n_boot, seed=cfg.seed), tmp / "fss.json")
-
-    runner.run("fss_learned", out_dir, {"critical": {"learned_sizes": list(cfg.learned_sizes),
-                                                     "temperatures": list(cfg.temperatures),
-                                                     "n_boot": cfg.n_boot, "seed": cfg.seed}}, ids, analyse)
-    return {"fss": read_json(out_dir / "fss.json"),
-            "points": {_tag(*key): read_json(f / "meta.json") for key, f in folders.items()}}
+    return _points_and_analysis(
+        cfg, runner, "learned", cfg.learned_sizes, shared,
+        lambda tmp, L, T: _save_learned(tmp, learn_point(cfg, L, T, runner.out / "learned_work" / _tag(L, T))),
+        "fss_learned", "learned_sizes")
 
 
 # --------------------------------------------------------------------------------------------

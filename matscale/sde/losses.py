@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
 import torch
 
 LOSSES = ("em", "milstein", "partial")
@@ -167,13 +166,8 @@ def _compiled_applies(residual: torch.Tensor, chol: torch.Tensor) -> bool:
 
 def gaussian_nll_from_cholesky(residual: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
     """-log N(residual; 0, C C^T) per sample for lower-triangular ``chol`` C [B, d, d]."""
-    if _compiled_applies(residual, chol):
-        return _LowerGaussianNLLCPU.apply(residual, chol)
-    if torch.is_grad_enabled() and (residual.requires_grad or chol.requires_grad):
-        return _LowerGaussianNLLTorch.apply(residual, chol)
-    white = solve_lower(chol, residual)
-    log_det_half = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-    return 0.5 * white.square().sum(-1) + log_det_half + residual.shape[-1] * HALF_LOG_2PI
+    kernel = _LowerGaussianNLLCPU if _compiled_applies(residual, chol) else _LowerGaussianNLLTorch
+    return kernel.apply(residual, chol)
 
 
 def gaussian_nll_diagonal(residual: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ def diffusion_output_size(kind: str, dim: int) -> int:
     raise ValueError(f"diffusion: unknown kind {kind!r}; allowed: {', '.join(DIFFUSION_KINDS)}")
 
 
-# the same functions overwriting their input (only without autograd)
+# the same functions, overwriting their input where torch has an in-place form (only without autograd)
 _INPLACE_ACTIVATIONS = {"silu": lambda h: F.silu(h, inplace=True), "relu": torch.relu_, "tanh": torch.tanh_,
                         "softplus": F.softplus, "gelu": F.gelu}
 
