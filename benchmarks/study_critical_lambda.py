@@ -465,43 +465,49 @@ def marginal(args: argparse.Namespace) -> None:
 
 def sweeps(args: argparse.Namespace) -> None:
     """Block-Gibbs sweeps on top of the training states of a finished learned point of the
-    ``critical`` study: ``--passes`` passes over all 16² windows (stride 8, random order per
-    state and pass), each window relaxed for ``--duration`` with its exterior frozen — exact
-    Monte Carlo moves of the L × L system, so the states approach its equilibrium — then the
-    study's generator-moment fit and rollout, against the direct samples."""
+    ``critical`` study (:func:`matscale.pipeline.critical_study.training_states`): ``--passes``
+    passes over all 16² windows (stride 8, random order per state and pass), each window relaxed
+    for ``--duration`` with its exterior frozen — exact Monte Carlo moves of the L × L system, so
+    the states approach its equilibrium — the states after each pass of the second half kept
+    (``--last-only``: only the last pass), then the study's generator-moment fit (``--prior-degree``:
+    its polynomial drift prior; 0 for the networks alone) and rollout,
+    against the direct samples; also the stationary moments implied by the exact conditional
+    moments of the kept states (:func:`implied_moments`, no fit)."""
     from matscale.critical import moments
     from matscale.pipeline.critical_study import (CriticalConfig, PATCH, fit_generator_sde, load_samples,
-                                                  pipeline_config)
+                                                  pipeline_config, training_states)
     from matscale.pipeline.stages import load_configs
     from matscale.systems.spin import Ising2D
 
     L, T = args.L, args.T
     cfg = CriticalConfig()
     start = time.perf_counter()
-    states = load_configs(Path(args.work) / f"p{PATCH}" / "upsample").copy()
+    upsampled = load_configs(Path(args.work) / f"p{PATCH}" / "upsample")
     system = Ising2D(L, T)
-    rng = np.random.default_rng(7)
-    grid = np.array([(r, c) for r in range(0, L, PATCH // 2) for c in range(0, L, PATCH // 2)])
-    for _ in range(args.passes):
-        origins = np.stack([grid[rng.permutation(len(grid))] for _ in range(len(states))])
-        system.evolve_windows(states, origins, PATCH, duration=args.duration, boundary="frozen",
-                              seeds=rng.integers(0, 2**63, len(states), dtype=np.uint64))
+    chunks = list(training_states(system, upsampled, args.passes, args.duration, seed=7))
+    if args.last_only:
+        chunks = chunks[-1:]
     t_sweeps = time.perf_counter() - start
-    sde = fit_generator_sde(system, states, pipeline_config(cfg, L, T).train)
+    train = dataclasses.replace(pipeline_config(cfg, L, T).train, seed=args.seed)
+    sde = fit_generator_sde(system, chunks, train, prior_degree=args.prior_degree)
     equilibrate, interval, n_samples = cfg.schedule(L)
     n_eq = int(np.ceil(equilibrate / interval))
-    picks = rng.choice(len(states), size=args.n_paths, replace=False)
-    paths = sde.sample(system.observables(states[picks]), n_eq + n_samples, interval, n_paths=1, seed=3,
-                       nonfinite="keep")[:, 0]
+    rng = np.random.default_rng(args.seed)
+    picks = rng.choice(len(upsampled), size=args.n_paths, replace=False)
+    paths = sde.sample(system.observables(chunks[-1][picks]), n_eq + n_samples, interval, n_paths=1,
+                       seed=args.seed + 3, nonfinite="keep")[:, 0]
     m = paths[:, n_eq + 1:, 0]
     ok = np.all(np.isfinite(m), axis=1) & np.all(np.abs(m) <= 1.5, axis=1)
     res = {"learned": moments(np.clip(m[ok], -1.0, 1.0), L, T)}
+    implied = implied_moments(L, T, np.concatenate(chunks))
     if args.direct:
         res["direct"] = moments(load_samples(Path(args.direct) / "direct" / f"L{L}_T{T:g}")["m"], L, T)
-    print(f"# L = {L}, T = {T:g}: {args.passes} sweeps of {args.duration:g} on {len(states)} states "
-          f"{t_sweeps:.0f} s, total {time.perf_counter() - start:.0f} s")
+    print(f"# L = {L}, T = {T:g}: {args.passes} passes of {args.duration:g} on {len(upsampled)} states, "
+          f"{sum(map(len, chunks))} kept, {t_sweeps:.0f} s, total {time.perf_counter() - start:.0f} s")
     for name, r in res.items():
         print(f"| {name} | {r['abs_m']} | {r['chi']} | {r['binder']} |")
+    print(f"| implied by the exact moments (no fit) | {implied['abs_m']:.4g} | {implied['chi']:.4g} | "
+          f"{implied['binder']:.4g} |")
 
 
 def main() -> None:
@@ -554,8 +560,12 @@ def main() -> None:
     sw.add_argument("--T", type=float, default=2.29)
     sw.add_argument("--work", required=True, help="OUT/learned_work/L{L}_T{T} of a finished critical study")
     sw.add_argument("--direct", default="", help="a finished critical study folder (direct references)")
-    sw.add_argument("--passes", type=int, default=4)
+    sw.add_argument("--passes", type=int, default=8)
     sw.add_argument("--duration", type=float, default=25.0)
+    sw.add_argument("--last-only", action="store_true", help="fit on the states after the last pass only")
+    sw.add_argument("--seed", type=int, default=0, help="fit and rollout seed")
+    sw.add_argument("--prior-degree", type=int, default=9,
+                    help="degree of the least-squares polynomial drift prior of m (0: none, the networks alone)")
     sw.add_argument("--n-paths", type=int, default=64)
     args = parser.parse_args()
     if getattr(args, "max_step", "auto") != "auto":

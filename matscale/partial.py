@@ -56,7 +56,8 @@ from matscale.upsampling import system_metadata
 
 DEFAULT_DURATION = 1.0  # system time units
 
-__all__ = ["DEFAULT_DURATION", "PartialEvolutionData", "partial_evolution", "patch_origins", "extract_patches"]
+__all__ = ["DEFAULT_DURATION", "PartialEvolutionData", "partial_evolution", "patch_origins", "extract_patches",
+           "generator_pairs", "moment_pairs"]
 
 Observables = Callable[[np.ndarray], np.ndarray]
 
@@ -389,18 +390,24 @@ def generator_pairs(system: Any, states: np.ndarray, dt: float, *, chunk_size: i
     if not (np.isfinite(dt) and dt > 0):
         raise ValueError(f"generator_pairs: dt={dt!r} out of range (allowed: > 0)")
     states = np.asarray(states)
-    z0_parts, z1_parts = [], []
+    parts = []
     for start in range(0, len(states), chunk_size):
         block = states[start:start + chunk_size]
-        z = np.asarray(system.observables(block), dtype=np.float64)
         drift, diffusion = system.generator_moments(block)
-        alpha, vectors = np.linalg.eigh(np.asarray(diffusion, dtype=np.float64))
-        d = z.shape[1]
-        # columns sqrt(d dt alpha_j) v_j: [B, d (components), d (j)]
-        spread = vectors * np.sqrt(d * dt * np.clip(alpha, 0.0, None))[:, None, :]
-        mean = z + np.asarray(drift, dtype=np.float64) * dt
-        offsets = np.concatenate([spread, -spread], axis=2).transpose(0, 2, 1)   # [B, 2d, d]
-        z0_parts.append(np.repeat(z, 2 * d, axis=0))
-        z1_parts.append((mean[:, None, :] + offsets).reshape(-1, d))
-    z0 = np.concatenate(z0_parts)
-    return z0, np.concatenate(z1_parts), np.full(len(z0), float(dt))
+        parts.append(moment_pairs(system.observables(block), drift, diffusion, dt))
+    return tuple(np.concatenate([part[i] for part in parts]) for i in range(3))
+
+
+def moment_pairs(z: np.ndarray, drift: np.ndarray, diffusion: np.ndarray, dt: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 2d pairs of :func:`generator_pairs` from given observables ``z [B, d]`` and exact
+    moments ``drift [B, d]`` (per time unit) and ``diffusion [B, d, d]`` (per time unit)."""
+    z = np.asarray(z, dtype=np.float64)
+    d = z.shape[1]
+    alpha, vectors = np.linalg.eigh(np.asarray(diffusion, dtype=np.float64))
+    # columns sqrt(d dt alpha_j) v_j: [B, d (components), d (j)]
+    spread = vectors * np.sqrt(d * dt * np.clip(alpha, 0.0, None))[:, None, :]
+    mean = z + np.asarray(drift, dtype=np.float64) * dt
+    offsets = np.concatenate([spread, -spread], axis=2).transpose(0, 2, 1)   # [B, 2d, d]
+    z0 = np.repeat(z, 2 * d, axis=0)
+    return z0, (mean[:, None, :] + offsets).reshape(-1, d), np.full(len(z0), float(dt))

@@ -11,7 +11,8 @@ import pytest
 
 from matscale.config import ConfigError, load_config
 from matscale.critical import integrated_autocorrelation_time
-from matscale.pipeline.critical_study import CriticalConfig, describe, run, simulate_point
+from matscale.pipeline.critical_study import (CriticalConfig, describe, recorded_passes, run, simulate_point,
+                                              training_states)
 from matscale.pipeline.runner import StageRunner
 from matscale.pipeline.studies import STUDY_MODULES
 
@@ -87,7 +88,11 @@ def test_autocorrelation_time_of_ar1() -> None:
                                            ({"learned_states": 4}, "critical.learned_states"),
                                            ({"learned_relax": 0.0}, "critical.learned_relax"),
                                            ({"learned_window": 64}, "critical.learned_window"),
-                                           ({"learned_mode": "replicate"}, "critical.learned_mode")])
+                                           ({"learned_mode": "replicate"}, "critical.learned_mode"),
+                                           ({"learned_passes": -1}, "critical.learned_passes"),
+                                           ({"learned_passes": 65}, "critical.learned_passes"),
+                                           ({"learned_pass_time": 0.0}, "critical.learned_pass_time"),
+                                           ({"learned_prior_degree": -1}, "critical.learned_prior_degree")])
 def test_config_checks_name_the_field(change: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
         dataclasses.replace(CriticalConfig(), **change).check()
@@ -109,7 +114,8 @@ def test_learned_stage_runs_resumes_and_leaves_direct_records_valid(tmp_path: Pa
     base = dataclasses.replace(TINY, sizes=(16, 32), temperatures=(2.2, 2.35))
     run(base, StageRunner(out=tmp_path), tmp_path)
     cfg = dataclasses.replace(base, learned_sizes=(32, 48), learned_small_runs=8, learned_states=400,
-                              learned_relax=2.0, learned_epochs=5, learned_paths=8)
+                              learned_relax=2.0, learned_epochs=5, learned_paths=8,
+                              learned_passes=3, learned_pass_time=1.0)
     runner = StageRunner(out=tmp_path)
     summary = run(cfg, runner, tmp_path)
     # only the learned points (2 sizes x 2 temperatures) and their analysis: the direct ones stand
@@ -119,7 +125,13 @@ def test_learned_stage_runs_resumes_and_leaves_direct_records_valid(tmp_path: Pa
     with np.load(tmp_path / "learned" / "L48_T2.2" / "samples.npz") as f:
         m, n_states = f["m"], int(f["n_training_states"])
     assert m.shape[1] == int(round(cfg.production_taus * cfg.samples_per_tau)) and np.all(np.abs(m) <= 1)
-    assert n_states == cfg.learned_states
+    assert n_states == cfg.learned_states * 2  # passes 2 and 3 of 3 recorded
+    # the fitted SDE reloads with its drift prior (an odd polynomial in m: h = 0)
+    from matscale.sde.fitted import load_sde
+    from matscale.sde.priors import PolynomialDrift
+    prior = PolynomialDrift.load(tmp_path / "learned" / "L48_T2.2" / "drift_prior.json")
+    assert prior.powers == (1, 3, 5, 7, 9) and prior.component == 0
+    assert load_sde(tmp_path / "learned" / "L48_T2.2" / "sde", drift_prior=prior).dim == 2
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "learned against direct" in report and "| 32 | 2.2 |" in report
     again = StageRunner(out=tmp_path)
@@ -132,3 +144,19 @@ def test_upsampling_factor_of_learned_sizes(L: int, factor: int) -> None:
     from matscale.pipeline.critical_study import upsampling_factor
 
     assert upsampling_factor(L) == factor
+
+
+def test_training_states_record_the_second_half_of_the_passes() -> None:
+    """No passes: the upsampled states themselves. Passes: the states after each pass of the
+    second half, relaxed on a copy (the upsampled states stay as they were), reproducible."""
+    from matscale.systems.spin import Ising2D
+
+    system = Ising2D(32, 2.27)
+    upsampled = np.ones((5, 32, 32), np.int8)
+    assert [chunk is upsampled for chunk in training_states(system, upsampled, 0, 1.0)] == [True]
+    chunks = list(training_states(system, upsampled, 5, 0.5, seed=4))
+    assert len(chunks) == recorded_passes(5) == 3 and recorded_passes(8) == 4 and recorded_passes(0) == 1
+    assert np.all(upsampled == 1)
+    assert not np.array_equal(chunks[0], chunks[1]) and not np.array_equal(chunks[0], upsampled)
+    again = list(training_states(system, upsampled, 5, 0.5, seed=4))
+    assert all(np.array_equal(a, b) for a, b in zip(chunks, again))

@@ -32,7 +32,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -45,6 +45,7 @@ STAGES = ("direct", "fss", "learned", "fss_learned")
 SYSTEM_KIND = "ising"  # the registry kind of the 2-D Ising model this study is about
 PATCH = 16          # side of the small simulations of the learned stage
 GENERATOR_DT = 0.2  # step (Glauber time) of the generator pairs; the rollout substeps at 2 GENERATOR_DT
+PRIOR_DEGREE = 9    # degree of the least-squares polynomial drift prior of m (fit_generator_sde)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ class CriticalConfig:
     learned_relax: float = 100.0         # LocalRelax Glauber time per window, at every level
     learned_window: int = 16             # LocalRelax window side (stride half of it); <= the level's box
     learned_mode: str = "tile_matched"   # upsampling mode of the training states ("tile": independent tiles)
+    learned_passes: int = 8              # block-Gibbs passes over the upsampled states (0: none)
+    learned_pass_time: float = 25.0      # Glauber time per window in each pass
+    learned_prior_degree: int = PRIOR_DEGREE  # least-squares polynomial drift prior of m (0: none)
     learned_epochs: int = 200
     learned_paths: int = 64              # rollout paths per point
     learned_seed: int = 0
@@ -113,6 +117,11 @@ class CriticalConfig:
         need(self.learned_seed >= 0, f"learned_seed={self.learned_seed} out of range (allowed: >= 0)")
         need(self.learned_mode in ("tile_matched", "tile", "tile_time"),
              f"learned_mode={self.learned_mode!r} is not allowed (allowed: tile_matched, tile, tile_time)")
+        need(0 <= self.learned_passes <= 64, f"learned_passes={self.learned_passes} out of range (allowed: 0 .. 64)")
+        need(0 <= self.learned_prior_degree <= 15,
+             f"learned_prior_degree={self.learned_prior_degree} out of range (allowed: 0 .. 15)")
+        need(math.isfinite(self.learned_pass_time) and self.learned_pass_time > 0,
+             f"learned_pass_time={self.learned_pass_time} out of range (allowed: > 0)")
         need(2 <= self.learned_window <= 2 * PATCH,
              f"learned_window={self.learned_window} out of range (allowed: 2 .. {2 * PATCH}, the first upsampled box)")
 
@@ -224,7 +233,7 @@ def pipeline_config(cfg: CriticalConfig, L: int, T: float) -> Any:
         "small": {"p": [PATCH], "n_runs": cfg.learned_small_runs, "n_sweeps": 50, "sweep_time": 6.2, "seed": base},
         "upsampling": {"n_configs": cfg.learned_states, "mode": cfg.learned_mode, "factor": upsampling_factor(L),
                        "duration": cfg.learned_relax, "n_random": 0, "seed": base + 1,
-                       "window": cfg.learned_window},
+                       "window": 0 if cfg.learned_window == PATCH else cfg.learned_window},  # 0: p = PATCH
         "partial": {"duration": GENERATOR_DT, "seed": base + 2},
         "closure": {"dim": 0},
         "train": {"method": "ours", "diffusion": "cholesky", "hidden": [64, 64, 64], "epochs": cfg.learned_epochs,
@@ -234,20 +243,69 @@ def pipeline_config(cfg: CriticalConfig, L: int, T: float) -> Any:
     return config_from_dict(raw)
 
 
-def fit_generator_sde(system: Any, states: np.ndarray, train: Any, dt: float = GENERATOR_DT) -> Any:
+def training_states(system: Any, states: np.ndarray, passes: int, pass_time: float, *, window: int = PATCH,
+                    seed: int = 0) -> Iterator[np.ndarray]:
+    """The training states of a learned point, in chunks: with ``passes`` = 0 the upsampled
+    ``states`` themselves; else :func:`matscale.upsampling.block_gibbs_sweeps` of ``passes``
+    passes (``pass_time`` per ``window``² window) on a copy of them, and the states after every
+    pass of the second half (the first half is burn-in). Near T_c one upsampled state gives a
+    drift of m known to ~30 % (its short-range structure scatters the exact drift at fixed m 3×
+    its mean), and the stationary P(m) ∝ exp(∫ 2 b̄/ā) amplifies that; states a pass apart have
+    decorrelated short-range structure, so the recorded passes multiply the data at the cost of
+    the passes. At L = 64 the passes also remove the excess order that one long relaxation with
+    a frozen, ordered exterior leaves (``benchmarks/study_critical_lambda.py sweeps``)."""
+    from matscale.upsampling import block_gibbs_sweeps
+
+    if passes == 0:
+        yield states
+        return
+    current = np.ascontiguousarray(states, dtype=system.state_dtype).copy()
+    for k in block_gibbs_sweeps(system, current, passes, duration=pass_time, window=window, seed=seed):
+        if k > passes - recorded_passes(passes):
+            yield current.copy()
+
+
+def recorded_passes(passes: int) -> int:
+    """How many states :func:`training_states` gives per upsampled state."""
+    return passes - passes // 2 if passes else 1
+
+
+def fit_generator_sde(system: Any, states: np.ndarray | Iterable[np.ndarray], train: Any,
+                      dt: float = GENERATOR_DT, *, prior_degree: int = PRIOR_DEGREE) -> Any:
     """The SDE of ``system``'s observables fitted (loss "em", λ = 1) to the exact generator moments
-    of ``states`` (:func:`matscale.partial.generator_pairs` with step ``dt``), mirror pairs for
-    the odd observables named in ``train.symmetrize``, network and optimiser from ``train``
-    (a :class:`matscale.config.TrainConfig`)."""
-    from matscale.partial import generator_pairs
+    of ``states`` (an array, or chunks of them such as :func:`training_states` gives;
+    :func:`matscale.partial.moment_pairs` with step ``dt``), mirror pairs for the odd
+    observables named in ``train.symmetrize``, network and optimiser from ``train`` (a
+    :class:`matscale.config.TrainConfig`). With ``prior_degree`` > 0 the drift of m starts from a
+    gray-box prior: the polynomial in m of that degree (odd powers when m is mirrored) fitted by
+    least squares to the exact drifts, weighted by 1/a_mm (:class:`matscale.sde.priors.PolynomialDrift`);
+    the networks learn the rest. Without it the networks, which start from the linear drift,
+    stay short of the small drift around m = 0, where few states lie, and the learned P(m) is
+    too flat there (measured in ``benchmarks/study_critical_lambda.py sweeps``)."""
+    from matscale.partial import moment_pairs
     from matscale.pipeline.stages import FIT_THREADS, mirrored_pairs, odd_components
     from matscale.sde import fit_sde
+    from matscale.sde.priors import PolynomialDrift
 
-    z0, z1, steps = generator_pairs(system, states, dt)
-    z0, z1, steps, _ = mirrored_pairs(z0, z1, steps, None, odd_components(train.symmetrize, system.observable_names))
+    z, drift, diffusion = [], [], []
+    for chunk in ([states] if isinstance(states, np.ndarray) else states):
+        for start in range(0, len(chunk), 2000):
+            block = chunk[start:start + 2000]
+            b, a = system.generator_moments(block)
+            z.append(np.asarray(system.observables(block), dtype=np.float64))
+            drift.append(np.asarray(b, dtype=np.float64))
+            diffusion.append(np.asarray(a, dtype=np.float64))
+    z, drift, diffusion = np.concatenate(z), np.concatenate(drift), np.concatenate(diffusion)
+    odd = odd_components(train.symmetrize, system.observable_names)
+    prior = None
+    if prior_degree > 0:
+        powers = tuple(range(1, prior_degree + 1, 2)) if 0 in odd else tuple(range(prior_degree + 1))
+        prior = PolynomialDrift.fit(z, drift, 1.0 / diffusion[:, 0, 0], powers=powers, component=0)
+    z0, z1, steps = moment_pairs(z, drift, diffusion, dt)
+    z0, z1, steps, _ = mirrored_pairs(z0, z1, steps, None, odd)
     return fit_sde(z0, z1, steps, loss="em", diffusion=train.diffusion, hidden=tuple(train.hidden),
                    epochs=train.epochs, batch_size=train.batch_size, lr=train.lr, seed=train.seed, progress=False,
-                   validation_fraction=train.validation_fraction, num_threads=FIT_THREADS)
+                   validation_fraction=train.validation_fraction, num_threads=FIT_THREADS, drift_prior=prior)
 
 
 def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, np.ndarray]:
@@ -262,7 +320,9 @@ def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, 
     run_pipeline(pcfg, work, stop_after="upsample", progress=False)
     configs = load_configs(work / f"p{PATCH}" / "upsample")
     system = build_system(pcfg.system)  # the pipeline's own large system
-    sde = fit_generator_sde(system, configs, pcfg.train)
+    states = training_states(system, configs, cfg.learned_passes, cfg.learned_pass_time, window=cfg.learned_window,
+                             seed=pcfg.upsampling.seed + 7)
+    sde = fit_generator_sde(system, states, pcfg.train, prior_degree=cfg.learned_prior_degree)
     fit_seconds = time.perf_counter() - start
     equilibrate, interval, n_samples = cfg.schedule(L)
     n_eq = int(math.ceil(equilibrate / interval))
@@ -277,7 +337,7 @@ def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, 
                            "stayed finite with |m| <= 1.5; raise learned_states or learned_epochs")
     return {"m": np.clip(m[ok], -1.0, 1.0), "L": np.int64(L), "T": np.float64(T), "interval": np.float64(interval),
             "equilibrate": np.float64(n_eq * interval), "n_dropped": np.int64(np.sum(~ok)),
-            "n_training_states": np.int64(len(configs)), "fit_seconds": np.float64(fit_seconds),
+            "n_training_states": np.int64(len(configs) * recorded_passes(cfg.learned_passes)), "fit_seconds": np.float64(fit_seconds),
             "seconds": np.float64(time.perf_counter() - start), "sde": sde}
 
 
@@ -285,6 +345,8 @@ def _save_learned(folder: Path, data: dict[str, Any]) -> None:
     arrays = {k: v for k, v in data.items() if k != "sde"}
     np.savez(folder / "samples.npz", **arrays)
     data["sde"].save(folder / "sde")
+    if data["sde"].drift_prior is not None:  # load_sde(folder / "sde", drift_prior=PolynomialDrift.load(...))
+        data["sde"].drift_prior.save(folder / "drift_prior.json")
     json_dump({"units": {"m": "1 (per site)", "time": "Glauber time", "T": "J/k_B"},
                "L": int(data["L"]), "T": float(data["T"]), "paths": int(data["m"].shape[0]),
                "samples_per_path": int(data["m"].shape[1]), "dropped_paths": int(data["n_dropped"]),

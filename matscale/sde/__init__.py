@@ -11,6 +11,8 @@ Public API::
     sde.save("run/sde"); sde2 = load_sde("run/sde")
     sde = fit_sde(z0, z1, dt, template=SymplecticEuler(mass=1.0))    # learn F, sigma of dp only
     force, noise = sde.learned_functions(x)                         # x: the template's site inputs
+    prior = PolynomialDrift.fit(z, b, 1 / a, powers=(1, 3, 5))       # gray-box drift prior of z_0
+    sde = fit_sde(z0, z1, dt, drift_prior=prior); load_sde("run/sde", drift_prior=prior)
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from .fitted import SAFE_STEP_FACTOR, ConditionedSDE, FittedSDE, NonFiniteRollou
 from .integrators import METHODS, euler_maruyama, integrate, integrate_grid, milstein, substep_counts
 from .losses import LOSSES, em_nll, milstein_nll
 from .models import DIFFUSION_KINDS, SDEModel
+from .priors import PolynomialDrift
 from .templates import TEMPLATES, IntegratorTemplate, SymplecticEuler, WalshWave, template_from_record
 from .trainer import TrainingDivergedError, fit_sde
 
@@ -27,4 +30,5 @@ __all__ = [
     "LOSSES", "DIFFUSION_KINDS", "METHODS", "em_nll", "milstein_nll",
     "integrate", "integrate_grid", "substep_counts", "euler_maruyama", "milstein",
     "IntegratorTemplate", "SymplecticEuler", "WalshWave", "TEMPLATES", "template_from_record",
+    "PolynomialDrift",
 ]
