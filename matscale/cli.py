@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress output")
     where = run.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, metavar="N",
-                       help="run the simulation tasks of the data stages in N local processes")
+                       help="run the simulation tasks of the data stages (the critical study: its points) in N "
+                            "local processes")
     where.add_argument("--dask-local", type=int, metavar="N",
                        help="run them on a Dask LocalCluster of N single-threaded workers")
     where.add_argument("--scheduler", metavar="ADDRESS",

@@ -160,3 +160,25 @@ def test_training_states_record_the_second_half_of_the_passes() -> None:
     assert not np.array_equal(chunks[0], chunks[1]) and not np.array_equal(chunks[0], upsampled)
     again = list(training_states(system, upsampled, 5, 0.5, seed=4))
     assert all(np.array_equal(a, b) for a, b in zip(chunks, again))
+
+
+def test_points_run_in_parallel_with_workers_and_give_the_same_study(tmp_path: Path) -> None:
+    """With a pool of 2 spawned processes (``matscale run --workers 2``) every point runs in a
+    worker and the stages take the results over: the samples equal the inline run's bit for bit
+    (every point draws from its own seeds), no scratch folder is left, and a rerun skips all."""
+    from matscale.parallel import open_executor
+
+    inline = run(TINY, StageRunner(out=tmp_path / "inline"), tmp_path / "inline")
+    with open_executor("processes:2") as pool:
+        runner = StageRunner(out=tmp_path / "pool", executor=pool)
+        pooled = run(TINY, runner, tmp_path / "pool")
+        assert len(runner.executed) == 2 * 3 + 1
+    assert pooled["T_c"] == inline["T_c"]
+    for tag in ("L8_T2.2", "L16_T2.35"):
+        with np.load(tmp_path / "inline" / "direct" / tag / "samples.npz") as a, \
+                np.load(tmp_path / "pool" / "direct" / tag / "samples.npz") as b:
+            np.testing.assert_array_equal(a["m"], b["m"])
+    assert not list((tmp_path / "pool" / "direct").glob(".*"))
+    again = StageRunner(out=tmp_path / "pool")
+    run(TINY, again, tmp_path / "pool")
+    assert again.executed == []

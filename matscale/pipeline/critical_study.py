@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -398,28 +399,73 @@ def run(cfg: CriticalConfig, runner: StageRunner, source: Path) -> dict[str, Any
     section = json.loads(json.dumps(asdict(cfg)))  # the record as it reads back from stage.json
     shared = {k: v for k, v in section.items()
               if k not in ("sizes", "temperatures", "n_boot") and not k.startswith("learned_")}
-    direct = _points_and_analysis(cfg, runner, "direct", cfg.sizes, shared,
-                                  lambda tmp, L, T: _save_point(tmp, simulate_point(cfg, L, T)), "fss", "sizes")
+    direct = _points_and_analysis(cfg, runner, "direct", cfg.sizes, shared, "fss", "sizes")
     learned = _run_learned(cfg, runner, section) if cfg.learned_sizes else None
     return write_report(cfg, direct, runner.out, time.perf_counter() - start, learned)
 
 
+def compute_point(stage: str, cfg: CriticalConfig, L: int, T: float, folder: Path, out: Path) -> None:
+    """Write one point of ``stage`` ("direct" or "learned") at (L, T) into ``folder``
+    (samples.npz, meta.json; a learned point also its SDE and drift prior, and its pipeline run
+    under ``out / "learned_work"``). Module level, so that a process pool can run it."""
+    if stage == "direct":
+        _save_point(folder, simulate_point(cfg, L, T))
+    else:
+        _save_learned(folder, learn_point(cfg, L, T, out / "learned_work" / _tag(L, T)))
+
+
+def _prepare_unfinished(runner: StageRunner, stage: str, cfg: CriticalConfig,
+                        points: list[tuple[int, float]]) -> dict[tuple[int, float], Any]:
+    """With an executor of more than one worker (``matscale run --workers N``), start every
+    point of ``stage`` that has no finished record on it, each writing into its own scratch
+    folder ``OUT/stage/.{tag}.prepared``; returns their futures. The stages then take over the
+    results one by one in the usual order (records, resume and checks unchanged). Inline: {}."""
+    from matscale.io import STAGE_RECORD
+    from matscale.parallel import executor_workers
+
+    if executor_workers(runner.executor) < 2:
+        return {}
+    futures = {}
+    for L, T in points:
+        folder = runner.out / stage / _tag(L, T)
+        if (folder / STAGE_RECORD).is_file():
+            continue
+        scratch = runner.out / stage / f".{_tag(L, T)}.prepared"
+        if scratch.exists():
+            shutil.rmtree(scratch)
+        scratch.mkdir(parents=True)
+        futures[(L, T)] = runner.executor.submit(compute_point, stage, cfg, L, T, scratch, runner.out)
+    return futures
+
+
+def _take_over(future: Any, scratch: Path, tmp: Path) -> None:
+    """Move a prepared point's files from ``scratch`` into the stage folder ``tmp``."""
+    future.result()
+    for entry in scratch.iterdir():
+        shutil.move(str(entry), str(tmp / entry.name))
+    scratch.rmdir()
+
+
 def _points_and_analysis(cfg: CriticalConfig, runner: StageRunner, stage: str, sizes: tuple[int, ...],
-                         record: dict[str, Any], compute_point: Any, analysis: str, sizes_key: str) -> dict[str, Any]:
+                         record: dict[str, Any], analysis: str, sizes_key: str) -> dict[str, Any]:
     """Run (or resume) stage ``stage`` at every (L, T) of ``sizes`` × temperatures
-    (``compute_point(tmp, L, T)`` writes samples.npz and meta.json) and the FSS stage
-    ``analysis`` over them; returns ``{"fss": ..., "points": {tag: meta}}``."""
+    (:func:`compute_point`; in parallel with ``--workers``) and the FSS stage ``analysis`` over
+    them; returns ``{"fss": ..., "points": {tag: meta}}``."""
     ids: dict[str, str] = {}
     folders: dict[tuple[int, float], Path] = {}
-    for L in sizes:
-        for T in cfg.temperatures:
-            folder = runner.out / stage / _tag(L, T)
+    points = [(L, T) for L in sizes for T in cfg.temperatures]
+    prepared = _prepare_unfinished(runner, stage, cfg, points)
+    for L, T in points:
+        folder = runner.out / stage / _tag(L, T)
 
-            def compute(tmp: Path, L: int = L, T: float = T) -> None:
-                compute_point(tmp, L, T)
+        def compute(tmp: Path, L: int = L, T: float = T) -> None:
+            if (L, T) in prepared:
+                _take_over(prepared[(L, T)], runner.out / stage / f".{_tag(L, T)}.prepared", tmp)
+            else:
+                compute_point(stage, cfg, L, T, tmp, runner.out)
 
-            ids[_tag(L, T)] = runner.run(stage, folder, {"critical": {**record, "L": L, "T": T}}, {}, compute)
-            folders[(L, T)] = folder
+        ids[_tag(L, T)] = runner.run(stage, folder, {"critical": {**record, "L": L, "T": T}}, {}, compute)
+        folders[(L, T)] = folder
     out_dir = runner.out / analysis
 
     def analyse(tmp: Path) -> None:
@@ -440,10 +486,7 @@ def _run_learned(cfg: CriticalConfig, runner: StageRunner, section: dict[str, An
             del shared[key]
     shared.update({k: section[k] for k in ("h", "J", "tau_16", "z", "equilibrate_taus", "production_taus",
                                            "samples_per_tau", "seed")})
-    return _points_and_analysis(
-        cfg, runner, "learned", cfg.learned_sizes, shared,
-        lambda tmp, L, T: _save_learned(tmp, learn_point(cfg, L, T, runner.out / "learned_work" / _tag(L, T))),
-        "fss_learned", "learned_sizes")
+    return _points_and_analysis(cfg, runner, "learned", cfg.learned_sizes, shared, "fss_learned", "learned_sizes")
 
 
 # --------------------------------------------------------------------------------------------

@@ -362,8 +362,9 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, force_stages: Iterable[str]
     ``check_size``: refuse, before anything is written, a run whose estimated memory or disk use
     exceeds this machine's (:func:`matscale.config.check_resources`).
     ``executor``: where the tasks of the data-generation stages run — None/"inline" (this
-    process), "processes:N", "dask-local:N" or "dask:ADDRESS" (:mod:`matscale.parallel`). The
-    results are identical for every choice, so it is not part of the configuration.
+    process), "processes:N", "dask-local:N" or "dask:ADDRESS" (:mod:`matscale.parallel`); the
+    ``critical`` study runs its (L, T) points there. The results are identical for every
+    choice, so it is not part of the configuration.
     """
     out = Path(out)
     force = frozenset(force_stages)
@@ -414,11 +415,12 @@ def _run_locked(cfg: RunConfig, out: Path, force: frozenset[str], stop_after: st
     if cfg.workflow == "fit":
         return run_fit_workflow(cfg, out, force=force, progress=progress)
     if cfg.workflow in study_names():
-        runner = StageRunner(out, force, stop_after, progress, cfg, verified=verified)
-        try:
-            return get_study(cfg.workflow).run(cfg.study, runner, Path(cfg.source))
-        except StopPipeline:
-            return {}
+        with open_executor(executor_spec) as executor:  # studies that use it run their points there
+            runner = StageRunner(out, force, stop_after, progress, cfg, verified=verified, executor=executor)
+            try:
+                return get_study(cfg.workflow).run(cfg.study, runner, Path(cfg.source))
+            except StopPipeline:
+                return {}
     system = build_system(cfg.system)
     with open_executor(executor_spec) as executor:
         runner = StageRunner(out, force, stop_after, progress, cfg, verified=verified, executor=executor)
