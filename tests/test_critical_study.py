@@ -11,8 +11,8 @@ import pytest
 
 from matscale.config import ConfigError, load_config
 from matscale.critical import integrated_autocorrelation_time
-from matscale.pipeline.critical_study import (CriticalConfig, describe, recorded_passes, run, simulate_point,
-                                              training_states)
+from matscale.pipeline.critical_study import (CriticalConfig, describe, flat_histogram_subset, recorded_passes, run,
+                                              simulate_point, training_states)
 from matscale.pipeline.runner import StageRunner
 from matscale.pipeline.studies import STUDY_MODULES
 
@@ -92,7 +92,8 @@ def test_autocorrelation_time_of_ar1() -> None:
                                            ({"learned_passes": -1}, "critical.learned_passes"),
                                            ({"learned_passes": 65}, "critical.learned_passes"),
                                            ({"learned_pass_time": 0.0}, "critical.learned_pass_time"),
-                                           ({"learned_prior_degree": -1}, "critical.learned_prior_degree")])
+                                           ({"learned_prior_degree": -1}, "critical.learned_prior_degree"),
+                                           ({"learned_fit_states": 5}, "critical.learned_fit_states")])
 def test_config_checks_name_the_field(change: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
         dataclasses.replace(CriticalConfig(), **change).check()
@@ -115,7 +116,7 @@ def test_learned_stage_runs_resumes_and_leaves_direct_records_valid(tmp_path: Pa
     run(base, StageRunner(out=tmp_path), tmp_path)
     cfg = dataclasses.replace(base, learned_sizes=(32, 48), learned_small_runs=8, learned_states=400,
                               learned_relax=2.0, learned_epochs=5, learned_paths=8,
-                              learned_passes=3, learned_pass_time=1.0)
+                              learned_passes=3, learned_pass_time=1.0, learned_fit_states=500)
     runner = StageRunner(out=tmp_path)
     summary = run(cfg, runner, tmp_path)
     # only the learned points (2 sizes x 2 temperatures) and their analysis: the direct ones stand
@@ -131,7 +132,9 @@ def test_learned_stage_runs_resumes_and_leaves_direct_records_valid(tmp_path: Pa
     from matscale.sde.priors import PolynomialDrift
     prior = PolynomialDrift.load(tmp_path / "learned" / "L48_T2.2" / "drift_prior.json")
     assert prior.powers == (1, 3, 5, 7, 9) and prior.component == 0
-    assert load_sde(tmp_path / "learned" / "L48_T2.2" / "sde", drift_prior=prior).dim == 2
+    sde = load_sde(tmp_path / "learned" / "L48_T2.2" / "sde", drift_prior=prior)
+    # about 500 of the 800 states fitted, 8 pairs each (2d generator pairs, mirrored)
+    assert sde.dim == 2 and 400 * 8 < sde.config["n_pairs"] < 600 * 8
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "learned against direct" in report and "| 32 | 2.2 |" in report
     again = StageRunner(out=tmp_path)
@@ -182,3 +185,21 @@ def test_points_run_in_parallel_with_workers_and_give_the_same_study(tmp_path: P
     again = StageRunner(out=tmp_path / "pool")
     run(TINY, again, tmp_path / "pool")
     assert again.executed == []
+
+
+def test_flat_histogram_subset_flattens_a_two_peaked_sample() -> None:
+    """|m| of a two-peaked sample (most values near 0.7, few near 0): the subset of ~n keeps
+    every value of the thin bins and thins the crowded ones to about the same count. The count
+    is a sum of independent Bernoulli draws, so it lies within 5 standard deviations (sqrt(n))
+    of n."""
+    rng = np.random.default_rng(0)
+    values = np.abs(np.concatenate([rng.normal(0.7, 0.08, 90_000), rng.uniform(-0.5, 0.5, 10_000)]))
+    keep = flat_histogram_subset(values, 20_000, seed=1)
+    assert abs(len(keep) - 20_000) < 5 * np.sqrt(20_000) and np.all(np.diff(keep) > 0)
+    before = np.histogram(values, bins=10, range=(0, 1))[0]
+    after = np.histogram(values[keep], bins=10, range=(0, 1))[0]
+    assert np.array_equal(after[:3], before[:3])            # the thin bins near 0 are all kept
+    assert after[7] < 0.2 * before[7]                         # the crowded peak is thinned
+    assert np.array_equal(keep, flat_histogram_subset(values, 20_000, seed=1))
+    with pytest.raises(ValueError, match="n=0"):
+        flat_histogram_subset(values, 0)

@@ -72,8 +72,9 @@ class CriticalConfig:
     learned_relax: float = 100.0         # LocalRelax Glauber time per window, at every level
     learned_window: int = 16             # LocalRelax window side (stride half of it); <= the level's box
     learned_mode: str = "tile_matched"   # upsampling mode of the training states ("tile": independent tiles)
-    learned_passes: int = 8              # block-Gibbs passes over the upsampled states (0: none)
-    learned_pass_time: float = 25.0      # Glauber time per window in each pass
+    learned_passes: int = 32             # block-Gibbs passes over the upsampled states (0: none)
+    learned_pass_time: float = 6.25      # Glauber time per window in each pass
+    learned_fit_states: int = 32000      # states fitted, drawn with a flat |m| histogram (0: all)
     learned_prior_degree: int = PRIOR_DEGREE  # least-squares polynomial drift prior of m (0: none)
     learned_epochs: int = 200
     learned_paths: int = 64              # rollout paths per point
@@ -119,6 +120,8 @@ class CriticalConfig:
         need(self.learned_mode in ("tile_matched", "tile", "tile_time"),
              f"learned_mode={self.learned_mode!r} is not allowed (allowed: tile_matched, tile, tile_time)")
         need(0 <= self.learned_passes <= 64, f"learned_passes={self.learned_passes} out of range (allowed: 0 .. 64)")
+        need(self.learned_fit_states == 0 or self.learned_fit_states >= 8,
+             f"learned_fit_states={self.learned_fit_states} out of range (allowed: 0 (all) or >= 8)")
         need(0 <= self.learned_prior_degree <= 15,
              f"learned_prior_degree={self.learned_prior_degree} out of range (allowed: 0 .. 15)")
         need(math.isfinite(self.learned_pass_time) and self.learned_pass_time > 0,
@@ -271,8 +274,28 @@ def recorded_passes(passes: int) -> int:
     return passes - passes // 2 if passes else 1
 
 
+def flat_histogram_subset(values: np.ndarray, n: int, *, bins: int = 20, seed: int = 0) -> np.ndarray:
+    """Sorted indices of about ``n`` of ``values`` (n < len) drawn so that their histogram (``bins``
+    equal bins over the range of the values) is as flat as the data allow: value i is kept with
+    probability min(1, c / count of its bin), c chosen so that about n are kept. A regression of
+    E[y | value] then has the data where the sample was thin (near m = 0 for states of a
+    two-peaked P(m)), and it stays unbiased: the selection depends on the regressor only."""
+    values = np.asarray(values, dtype=np.float64)
+    if not 0 < n < len(values):
+        raise ValueError(f"flat_histogram_subset: n={n} out of range (allowed: 1 .. {len(values) - 1})")
+    edges = np.linspace(values.min(), values.max(), bins + 1)
+    which = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins - 1)
+    count = np.bincount(which, minlength=bins)[which].astype(np.float64)
+    low, high = 0.0, float(count.max())
+    for _ in range(64):  # bisection for c: Σ min(1, c / count) = n
+        c = 0.5 * (low + high)
+        low, high = (c, high) if np.minimum(1.0, c / count).sum() < n else (low, c)
+    keep = np.random.default_rng(seed).random(len(values)) < np.minimum(1.0, high / count)
+    return np.flatnonzero(keep)
+
+
 def fit_generator_sde(system: Any, states: np.ndarray | Iterable[np.ndarray], train: Any,
-                      dt: float = GENERATOR_DT, *, prior_degree: int = PRIOR_DEGREE) -> Any:
+                      dt: float = GENERATOR_DT, *, prior_degree: int = PRIOR_DEGREE, fit_states: int = 0) -> Any:
     """The SDE of ``system``'s observables fitted (loss "em", λ = 1) to the exact generator moments
     of ``states`` (an array, or chunks of them such as :func:`training_states` gives;
     :func:`matscale.partial.moment_pairs` with step ``dt``), mirror pairs for the odd
@@ -280,9 +303,12 @@ def fit_generator_sde(system: Any, states: np.ndarray | Iterable[np.ndarray], tr
     :class:`matscale.config.TrainConfig`). With ``prior_degree`` > 0 the drift of m starts from a
     gray-box prior: the polynomial in m of that degree (odd powers when m is mirrored) fitted by
     least squares to the exact drifts, weighted by 1/a_mm (:class:`matscale.sde.priors.PolynomialDrift`);
-    the networks learn the rest. Without it the networks, which start from the linear drift,
-    stay short of the small drift around m = 0, where few states lie, and the learned P(m) is
-    too flat there (measured in ``benchmarks/study_critical_lambda.py sweeps``)."""
+    the networks learn the rest. With ``fit_states`` > 0 (and more states than that) about that
+    many are fitted, drawn with a flat histogram of |m| (of m when m is not mirrored;
+    :func:`flat_histogram_subset`). Near T_c the states pile up around the peaks of P(m) and few
+    lie near m = 0, where the drift is small and its state-to-state scatter large; fitted on
+    all states the networks stay short of that drift and the learned P(m) is too flat between
+    the peaks (measured in ``benchmarks/study_critical_lambda.py sweeps``)."""
     from matscale.partial import moment_pairs
     from matscale.pipeline.stages import FIT_THREADS, mirrored_pairs, odd_components
     from matscale.sde import fit_sde
@@ -298,6 +324,9 @@ def fit_generator_sde(system: Any, states: np.ndarray | Iterable[np.ndarray], tr
             diffusion.append(np.asarray(a, dtype=np.float64))
     z, drift, diffusion = np.concatenate(z), np.concatenate(drift), np.concatenate(diffusion)
     odd = odd_components(train.symmetrize, system.observable_names)
+    if 0 < fit_states < len(z):
+        keep = flat_histogram_subset(np.abs(z[:, 0]) if 0 in odd else z[:, 0], fit_states, seed=train.seed)
+        z, drift, diffusion = z[keep], drift[keep], diffusion[keep]
     prior = None
     if prior_degree > 0:
         powers = tuple(range(1, prior_degree + 1, 2)) if 0 in odd else tuple(range(prior_degree + 1))
@@ -323,7 +352,8 @@ def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, 
     system = build_system(pcfg.system)  # the pipeline's own large system
     states = training_states(system, configs, cfg.learned_passes, cfg.learned_pass_time, window=cfg.learned_window,
                              seed=pcfg.upsampling.seed + 7)
-    sde = fit_generator_sde(system, states, pcfg.train, prior_degree=cfg.learned_prior_degree)
+    sde = fit_generator_sde(system, states, pcfg.train, prior_degree=cfg.learned_prior_degree,
+                            fit_states=cfg.learned_fit_states)
     fit_seconds = time.perf_counter() - start
     equilibrate, interval, n_samples = cfg.schedule(L)
     n_eq = int(math.ceil(equilibrate / interval))
