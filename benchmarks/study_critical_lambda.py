@@ -469,8 +469,9 @@ def sweeps(args: argparse.Namespace) -> None:
     passes over all 16² windows (stride 8, random order per state and pass), each window relaxed
     for ``--duration`` with its exterior frozen — exact Monte Carlo moves of the L × L system, so
     the states approach its equilibrium — the states after each pass of the second half kept
-    (``--last-only``: only the last pass), then the study's generator-moment fit (``--prior-degree``:
-    its polynomial drift prior; 0 for the networks alone) and rollout,
+    (``--last-only``: only the last pass), then the study's generator-moment fit (``--fit-states``:
+    how many, drawn with a flat |m| histogram, 0: all; ``--prior-degree``: its polynomial drift
+    prior, 0: the networks alone) and rollout,
     against the direct samples; also the stationary moments implied by the exact conditional
     moments of the kept states (:func:`implied_moments`, no fit)."""
     from matscale.critical import moments
@@ -484,12 +485,12 @@ def sweeps(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     upsampled = load_configs(Path(args.work) / f"p{PATCH}" / "upsample")
     system = Ising2D(L, T)
-    chunks = list(training_states(system, upsampled, args.passes, args.duration, seed=7))
+    chunks = list(training_states(system, upsampled, args.passes, args.duration, seed=args.pass_seed))
     if args.last_only:
         chunks = chunks[-1:]
     t_sweeps = time.perf_counter() - start
     train = dataclasses.replace(pipeline_config(cfg, L, T).train, seed=args.seed)
-    sde = fit_generator_sde(system, chunks, train, prior_degree=args.prior_degree)
+    sde = fit_generator_sde(system, chunks, train, prior_degree=args.prior_degree, fit_states=args.fit_states)
     equilibrate, interval, n_samples = cfg.schedule(L)
     n_eq = int(np.ceil(equilibrate / interval))
     rng = np.random.default_rng(args.seed)
@@ -564,6 +565,9 @@ def main() -> None:
     sw.add_argument("--duration", type=float, default=25.0)
     sw.add_argument("--last-only", action="store_true", help="fit on the states after the last pass only")
     sw.add_argument("--seed", type=int, default=0, help="fit and rollout seed")
+    sw.add_argument("--pass-seed", type=int, default=7, help="seed of the passes")
+    sw.add_argument("--fit-states", type=int, default=32000,
+                    help="states fitted, drawn with a flat |m| histogram (0: all kept states)")
     sw.add_argument("--prior-degree", type=int, default=9,
                     help="degree of the least-squares polynomial drift prior of m (0: none, the networks alone)")
     sw.add_argument("--n-paths", type=int, default=64)

@@ -116,7 +116,7 @@ def test_learned_stage_runs_resumes_and_leaves_direct_records_valid(tmp_path: Pa
     run(base, StageRunner(out=tmp_path), tmp_path)
     cfg = dataclasses.replace(base, learned_sizes=(32, 48), learned_small_runs=8, learned_states=400,
                               learned_relax=2.0, learned_epochs=5, learned_paths=8,
-                              learned_passes=3, learned_pass_time=1.0, learned_fit_states=500)
+                              learned_passes=3, learned_pass_time=1.0, learned_fit_states=500, learned_prior_degree=9)
     runner = StageRunner(out=tmp_path)
     summary = run(cfg, runner, tmp_path)
     # only the learned points (2 sizes x 2 temperatures) and their analysis: the direct ones stand
@@ -129,8 +129,8 @@ def test_learned_stage_runs_resumes_and_leaves_direct_records_valid(tmp_path: Pa
     assert n_states == cfg.learned_states * 2  # passes 2 and 3 of 3 recorded
     # the fitted SDE reloads with its drift prior (an odd polynomial in m: h = 0)
     from matscale.sde.fitted import load_sde
-    from matscale.sde.priors import PolynomialDrift
-    prior = PolynomialDrift.load(tmp_path / "learned" / "L48_T2.2" / "drift_prior.json")
+    from matscale.sde.priors import load_prior
+    prior = load_prior(tmp_path / "learned" / "L48_T2.2" / "drift_prior.json")
     assert prior.powers == (1, 3, 5, 7, 9) and prior.component == 0
     sde = load_sde(tmp_path / "learned" / "L48_T2.2" / "sde", drift_prior=prior)
     # about 500 of the 800 states fitted, 8 pairs each (2d generator pairs, mirrored)

@@ -9,7 +9,7 @@ import torch
 from matscale.partial import moment_pairs
 from matscale.sde import fit_sde
 from matscale.sde.fitted import load_sde
-from matscale.sde.priors import PolynomialDrift
+from matscale.sde.priors import PiecewiseLinearDrift, PolynomialDrift, load_prior
 
 
 def test_fit_recovers_a_polynomial_and_matches_weighted_least_squares() -> None:
@@ -32,7 +32,7 @@ def test_torch_and_numpy_values_agree_and_other_components_are_zero() -> None:
     z = np.random.default_rng(1).normal(size=(7, 3))
     expected = np.zeros_like(z)
     expected[:, 1] = 0.5 * z[:, 0] - 2.0 * z[:, 0] ** 3
-    np.testing.assert_allclose(prior.values(z), expected, rtol=1e-12)
+    np.testing.assert_allclose(prior.values_at(z), expected, rtol=1e-12)
     np.testing.assert_allclose(prior(torch.as_tensor(z)).numpy(), expected, rtol=1e-12)
 
 
@@ -40,7 +40,7 @@ def test_file_round_trip_and_errors(tmp_path) -> None:
     prior = PolynomialDrift(dim=2, component=0, variable=0, powers=(1, 3), coefficients=(0.25, -1.0))
     assert PolynomialDrift.load(prior.save(tmp_path / "p.json")) == prior
     (tmp_path / "bad.json").write_text("{\"class\": \"PolynomialDrift\", \"dim\": 2}")
-    with pytest.raises(ValueError, match="bad.json: not a PolynomialDrift file"):
+    with pytest.raises(ValueError, match="bad.json: not a drift prior file"):
         PolynomialDrift.load(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError, match="missing.json: file not found"):
         PolynomialDrift.load(tmp_path / "missing.json")
@@ -73,3 +73,24 @@ def test_fit_sde_adds_the_prior_and_a_reload_needs_it(tmp_path) -> None:
     np.testing.assert_allclose(np.asarray(again.drift(grid)), mu, rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="drift_prior"):
         load_sde(tmp_path / "sde")
+
+
+def test_piecewise_linear_prior_fits_locally_and_round_trips(tmp_path) -> None:
+    """An odd drift that is small in the middle and steep in the tails (the shape near T_c):
+    the piecewise-linear fit follows the middle to 1e-6 where a polynomial of degree 9 is
+    pulled off by the tails; torch equals numpy; the file round-trips through load_prior."""
+    m = np.random.default_rng(3).uniform(-0.95, 0.95, size=(20000, 1))
+    x = np.abs(m[:, 0])
+    b = np.sign(m[:, 0]) * np.where(x < 0.7, 2e-3 * np.sin(np.pi * x / 0.7), -0.08 * (x - 0.7) ** 2 / 0.0625)
+    knots = np.linspace(0.0, 0.95, 39)
+    spline = PiecewiseLinearDrift.fit(m, b[:, None], knots=knots, odd=True)
+    poly = PolynomialDrift.fit(m, b[:, None], powers=(1, 3, 5, 7, 9))
+    middle = np.linspace(0.05, 0.65, 13)[:, None]
+    exact = 2e-3 * np.sin(np.pi * middle[:, 0] / 0.7)
+    assert np.max(np.abs(spline.values_at(middle)[:, 0] - exact)) < 1e-4    # knot spacing 0.025: ~3 % of 2e-3
+    assert np.max(np.abs(poly.values_at(middle)[:, 0] - exact)) > 2e-4
+    np.testing.assert_allclose(spline.values_at(-middle)[:, 0], -spline.values_at(middle)[:, 0])
+    np.testing.assert_allclose(spline(torch.as_tensor(middle)).numpy(), spline.values_at(middle), rtol=1e-12)
+    assert load_prior(spline.save(tmp_path / "s.json")) == spline
+    with pytest.raises(ValueError, match="knots"):
+        PiecewiseLinearDrift(dim=1, component=0, variable=0, knots=(0.0,), values=(1.0,))

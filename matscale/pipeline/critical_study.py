@@ -15,10 +15,17 @@ Stage ``learned`` (only with ``learned_sizes``; folder ``OUT/learned/L{L}_T{T}``
 SDE of m and ρ_dw learned from 16² simulations alone, rolled out with the direct schedule. The
 spin pipeline (its own resumable run in ``OUT/learned_work/L{L}_T{T}``) simulates 16² boxes and
 upsamples them to L × L (``learned_mode``: tiles matched in m by default; LocalRelax of
-``learned_relax`` Glauber times per ``learned_window``² window at every level, no random states); the SDE is fitted to the exact generator moments
-of those states (:func:`matscale.partial.generator_pairs`, mirror pairs m → −m at h = 0) and
-``learned_paths`` paths are rolled out. Stage ``fss_learned`` analyses them like ``fss``. Why
-these choices (the λ = K bias near T_c) is measured in ``benchmarks/study_critical_lambda.py``.
+``learned_relax`` Glauber times per ``learned_window``² window at every level, no random
+states). ``learned_passes`` block-Gibbs passes (``learned_pass_time`` per window, exact Monte
+Carlo moves of the L × L model) follow, and the states after each pass of the second half are
+the training states (:func:`training_states`); ``learned_fit_states`` of them, drawn with a
+flat |m| histogram, are fitted to their exact generator moments
+(:func:`matscale.partial.moment_pairs`, mirror pairs m → −m at h = 0), the drift of m starting
+from a least-squares polynomial prior of degree ``learned_prior_degree``
+(:func:`fit_generator_sde`), and ``learned_paths`` paths are rolled out. Stage ``fss_learned``
+analyses them like ``fss``. Why these choices (the λ = K bias near T_c) is measured in
+``benchmarks/study_critical_lambda.py``. With ``matscale run --workers N`` the points of both
+stages run in N processes; the results are the same.
 
 Stage ``fss`` (folder ``OUT/fss``): :func:`matscale.critical.moments` (⟨|M|⟩, χ, U with errors
 from a bootstrap over runs), the FSS exponents β/ν, γ/ν (at the grid temperature closest to
@@ -46,7 +53,6 @@ STAGES = ("direct", "fss", "learned", "fss_learned")
 SYSTEM_KIND = "ising"  # the registry kind of the 2-D Ising model this study is about
 PATCH = 16          # side of the small simulations of the learned stage
 GENERATOR_DT = 0.2  # step (Glauber time) of the generator pairs; the rollout substeps at 2 GENERATOR_DT
-PRIOR_DEGREE = 9    # degree of the least-squares polynomial drift prior of m (fit_generator_sde)
 
 
 @dataclass(frozen=True)
@@ -72,10 +78,11 @@ class CriticalConfig:
     learned_relax: float = 100.0         # LocalRelax Glauber time per window, at every level
     learned_window: int = 16             # LocalRelax window side (stride half of it); <= the level's box
     learned_mode: str = "tile_matched"   # upsampling mode of the training states ("tile": independent tiles)
-    learned_passes: int = 32             # block-Gibbs passes over the upsampled states (0: none)
-    learned_pass_time: float = 6.25      # Glauber time per window in each pass
-    learned_fit_states: int = 32000      # states fitted, drawn with a flat |m| histogram (0: all)
-    learned_prior_degree: int = PRIOR_DEGREE  # least-squares polynomial drift prior of m (0: none)
+    learned_passes: int = 0              # block-Gibbs passes over the upsampled states (0: none)
+    learned_pass_time: float = 25.0      # Glauber time per window in each pass
+    learned_fit_states: int = 0          # states fitted, drawn with a flat |m| histogram (0: all)
+    learned_prior_degree: int = 0        # least-squares polynomial drift prior of m (0: none)
+    learned_prior_knots: int = 0         # > 0: a piecewise-linear prior on that many |m| intervals instead
     learned_epochs: int = 200
     learned_paths: int = 64              # rollout paths per point
     learned_seed: int = 0
@@ -122,6 +129,8 @@ class CriticalConfig:
         need(0 <= self.learned_passes <= 64, f"learned_passes={self.learned_passes} out of range (allowed: 0 .. 64)")
         need(self.learned_fit_states == 0 or self.learned_fit_states >= 8,
              f"learned_fit_states={self.learned_fit_states} out of range (allowed: 0 (all) or >= 8)")
+        need(0 <= self.learned_prior_knots <= 200,
+             f"learned_prior_knots={self.learned_prior_knots} out of range (allowed: 0 .. 200)")
         need(0 <= self.learned_prior_degree <= 15,
              f"learned_prior_degree={self.learned_prior_degree} out of range (allowed: 0 .. 15)")
         need(math.isfinite(self.learned_pass_time) and self.learned_pass_time > 0,
@@ -295,7 +304,8 @@ def flat_histogram_subset(values: np.ndarray, n: int, *, bins: int = 20, seed: i
 
 
 def fit_generator_sde(system: Any, states: np.ndarray | Iterable[np.ndarray], train: Any,
-                      dt: float = GENERATOR_DT, *, prior_degree: int = PRIOR_DEGREE, fit_states: int = 0) -> Any:
+                      dt: float = GENERATOR_DT, *, prior_degree: int = 0, prior_knots: int = 0,
+                      fit_states: int = 0) -> Any:
     """The SDE of ``system``'s observables fitted (loss "em", λ = 1) to the exact generator moments
     of ``states`` (an array, or chunks of them such as :func:`training_states` gives;
     :func:`matscale.partial.moment_pairs` with step ``dt``), mirror pairs for the odd
@@ -303,7 +313,10 @@ def fit_generator_sde(system: Any, states: np.ndarray | Iterable[np.ndarray], tr
     :class:`matscale.config.TrainConfig`). With ``prior_degree`` > 0 the drift of m starts from a
     gray-box prior: the polynomial in m of that degree (odd powers when m is mirrored) fitted by
     least squares to the exact drifts, weighted by 1/a_mm (:class:`matscale.sde.priors.PolynomialDrift`);
-    the networks learn the rest. With ``fit_states`` > 0 (and more states than that) about that
+    the networks learn the rest. With ``prior_knots`` > 0 the prior is piecewise linear instead, on
+    that many equal intervals of |m| (of m when m is not mirrored) over the states' range
+    (:class:`matscale.sde.priors.PiecewiseLinearDrift`): local, so the steep drift near |m| = 1
+    does not pull it where the drift is small. With ``fit_states`` > 0 (and more states than that) about that
     many are fitted, drawn with a flat histogram of |m| (of m when m is not mirrored;
     :func:`flat_histogram_subset`). Near T_c the states pile up around the peaks of P(m) and few
     lie near m = 0, where the drift is small and its state-to-state scatter large; fitted on
@@ -312,7 +325,7 @@ def fit_generator_sde(system: Any, states: np.ndarray | Iterable[np.ndarray], tr
     from matscale.partial import moment_pairs
     from matscale.pipeline.stages import FIT_THREADS, mirrored_pairs, odd_components
     from matscale.sde import fit_sde
-    from matscale.sde.priors import PolynomialDrift
+    from matscale.sde.priors import PiecewiseLinearDrift, PolynomialDrift
 
     z, drift, diffusion = [], [], []
     for chunk in ([states] if isinstance(states, np.ndarray) else states):
@@ -328,7 +341,11 @@ def fit_generator_sde(system: Any, states: np.ndarray | Iterable[np.ndarray], tr
         keep = flat_histogram_subset(np.abs(z[:, 0]) if 0 in odd else z[:, 0], fit_states, seed=train.seed)
         z, drift, diffusion = z[keep], drift[keep], diffusion[keep]
     prior = None
-    if prior_degree > 0:
+    if prior_knots > 0:
+        x = np.abs(z[:, 0]) if 0 in odd else z[:, 0]
+        knots = np.linspace(0.0 if 0 in odd else x.min(), x.max(), prior_knots + 1)
+        prior = PiecewiseLinearDrift.fit(z, drift, 1.0 / diffusion[:, 0, 0], knots=knots, component=0, odd=0 in odd)
+    elif prior_degree > 0:
         powers = tuple(range(1, prior_degree + 1, 2)) if 0 in odd else tuple(range(prior_degree + 1))
         prior = PolynomialDrift.fit(z, drift, 1.0 / diffusion[:, 0, 0], powers=powers, component=0)
     z0, z1, steps = moment_pairs(z, drift, diffusion, dt)
@@ -353,7 +370,7 @@ def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, 
     states = training_states(system, configs, cfg.learned_passes, cfg.learned_pass_time, window=cfg.learned_window,
                              seed=pcfg.upsampling.seed + 7)
     sde = fit_generator_sde(system, states, pcfg.train, prior_degree=cfg.learned_prior_degree,
-                            fit_states=cfg.learned_fit_states)
+                            prior_knots=cfg.learned_prior_knots, fit_states=cfg.learned_fit_states)
     fit_seconds = time.perf_counter() - start
     equilibrate, interval, n_samples = cfg.schedule(L)
     n_eq = int(math.ceil(equilibrate / interval))
@@ -376,7 +393,7 @@ def _save_learned(folder: Path, data: dict[str, Any]) -> None:
     arrays = {k: v for k, v in data.items() if k != "sde"}
     np.savez(folder / "samples.npz", **arrays)
     data["sde"].save(folder / "sde")
-    if data["sde"].drift_prior is not None:  # load_sde(folder / "sde", drift_prior=PolynomialDrift.load(...))
+    if data["sde"].drift_prior is not None:  # load_sde(folder / "sde", drift_prior=load_prior(...))
         data["sde"].drift_prior.save(folder / "drift_prior.json")
     json_dump({"units": {"m": "1 (per site)", "time": "Glauber time", "T": "J/k_B"},
                "L": int(data["L"]), "T": float(data["T"]), "paths": int(data["m"].shape[0]),
@@ -511,9 +528,12 @@ def _points_and_analysis(cfg: CriticalConfig, runner: StageRunner, stage: str, s
 def _run_learned(cfg: CriticalConfig, runner: StageRunner, section: dict[str, Any]) -> dict[str, Any]:
     """The ``learned`` points and their FSS analysis (stage ``fss_learned``)."""
     shared = {k: v for k, v in section.items() if k.startswith("learned_") and k != "learned_sizes"}
-    for key, default in (("learned_window", 16), ("learned_mode", "tile_matched")):
+    for key, default in (("learned_window", 16), ("learned_mode", "tile_matched"), ("learned_passes", 0),
+                         ("learned_fit_states", 0), ("learned_prior_degree", 0), ("learned_prior_knots", 0)):
         if shared.get(key) == default:  # added later: records of earlier runs stay valid at the default
             del shared[key]
+    if "learned_passes" not in shared:  # no passes: their duration does not matter
+        del shared["learned_pass_time"]
     shared.update({k: section[k] for k in ("h", "J", "tau_16", "z", "equilibrate_taus", "production_taus",
                                            "samples_per_tau", "seed")})
     return _points_and_analysis(cfg, runner, "learned", cfg.learned_sizes, shared, "fss_learned", "learned_sizes")
@@ -658,9 +678,10 @@ def write_report(cfg: CriticalConfig, direct: dict[str, Any], out: Path, seconds
                      f"{ratio:.1f} | {meta['samples_per_run']} × {meta['n_runs']} | {meta['seconds']:.1f} |")
     learned_seconds = _stage_seconds(out, "learned")
     lines += ["", "![data collapse](collapse.png)", "",
-              f"Wall time: direct stage {direct_seconds:.0f} s (sum of its points, one core)"
+              f"Wall time: direct stage {direct_seconds:.0f} s"
               + (f", learned stage {learned_seconds:.0f} s" if learned is not None else "")
-              + f", this call {seconds:.0f} s.", ""]
+              + " (sums of the points' stage times in stages.log: compute time on one core, or wall time "
+              f"with `--workers`), this call {seconds:.0f} s.", ""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
     summary = {"workflow": "critical", "exponents": {k: v["value"] for k, v in fss["exponents"].items()},
                "T_c": fss["T_c"]["value"], "direct_seconds": direct_seconds}

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["PolynomialDrift"]
+__all__ = ["PolynomialDrift", "PiecewiseLinearDrift", "load_prior"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class PolynomialDrift:
         return cls(z.shape[1], int(component), variable, tuple(int(k) for k in powers),
                    tuple(float(c) for c in coefficients))
 
-    def values(self, z: np.ndarray) -> np.ndarray:
+    def values_at(self, z: np.ndarray) -> np.ndarray:
         """``float64 [B, dim]``: the prior at ``z [B, dim]`` (numpy)."""
         z = np.asarray(z, dtype=np.float64)
         out = np.zeros_like(z)
@@ -86,15 +86,123 @@ class PolynomialDrift:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "PolynomialDrift":
-        """The prior written by :meth:`save`; a one-line error names a missing or damaged file."""
+        """The prior written by :meth:`save` (:func:`load_prior`, which reads either class)."""
+        prior = load_prior(path)
+        if not isinstance(prior, cls):
+            raise ValueError(f"{path}: a {type(prior).__name__}, not a PolynomialDrift; use load_prior")
+        return prior
+
+
+def load_prior(path: str | os.PathLike) -> "PolynomialDrift | PiecewiseLinearDrift":
+    """A prior written by ``save`` of either class; a one-line error names a missing or damaged file."""
+    path = Path(path)
+    try:
+        raw: dict[str, Any] = json.loads(path.read_text())
+        kind = raw.pop("class")
+        if kind == "PolynomialDrift":
+            return PolynomialDrift(int(raw["dim"]), int(raw["component"]), int(raw["variable"]),
+                                   tuple(int(k) for k in raw["powers"]), tuple(float(c) for c in raw["coefficients"]))
+        if kind == "PiecewiseLinearDrift":
+            return PiecewiseLinearDrift(int(raw["dim"]), int(raw["component"]), int(raw["variable"]),
+                                        tuple(float(k) for k in raw["knots"]), tuple(float(v) for v in raw["values"]),
+                                        bool(raw["odd"]))
+        raise ValueError(f"unknown class {kind!r}")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found; rerun the stage that wrote it") from None
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a drift prior file ({err}); rerun the stage that wrote it") from None
+
+
+@dataclass(frozen=True)
+class PiecewiseLinearDrift:
+    """μ_prior(z)_c = f(z_v) for the ``component`` c (0 elsewhere): f linear between the
+    ``knots`` (increasing), with the ``values`` there, and continued linearly beyond the end
+    knots; with ``odd`` = True, f(x) = sign(x) f(|x|) and the knots lie in [0, ∞).
+    Units: drift of z_c per time unit.
+
+    Unlike a polynomial, a piecewise-linear fit is local: a steep drift in the tails (|m| → 1
+    near a critical point, where b ~ 1e-2) does not pull the fit where the drift is small and
+    decisive (|m| < 0.7, b ~ 1e-3)."""
+
+    dim: int
+    component: int
+    variable: int
+    knots: tuple[float, ...]
+    values: tuple[float, ...]
+    odd: bool = False
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.component < self.dim and 0 <= self.variable < self.dim):
+            raise ValueError(f"PiecewiseLinearDrift: component={self.component} and variable={self.variable} "
+                             f"out of range (allowed: 0 .. dim - 1 = {self.dim - 1})")
+        if len(self.knots) < 2 or len(self.knots) != len(self.values) or np.any(np.diff(self.knots) <= 0):
+            raise ValueError(f"PiecewiseLinearDrift: knots must be >= 2, increasing and as many as the values "
+                             f"(got {len(self.knots)} knots, {len(self.values)} values)")
+
+    @staticmethod
+    def _hats(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+        """Basis [B, K] of linear interpolation between the knots (linear beyond the ends)."""
+        i = np.clip(np.searchsorted(knots, x, side="right") - 1, 0, len(knots) - 2)
+        t = (x - knots[i]) / (knots[i + 1] - knots[i])
+        basis = np.zeros((len(x), len(knots)))
+        rows = np.arange(len(x))
+        basis[rows, i] = 1.0 - t
+        basis[rows, i + 1] = t
+        return basis
+
+    @classmethod
+    def fit(cls, z: np.ndarray, drift: np.ndarray, weights: np.ndarray | None = None, *,
+            knots: np.ndarray, component: int = 0, variable: int | None = None,
+            odd: bool = False) -> "PiecewiseLinearDrift":
+        """Weighted least squares of ``drift[:, component]`` on the piecewise-linear basis of
+        ``z[:, variable]`` (with ``odd``: of |z_v|, the drift times sign(z_v)). Knots without data
+        nearby are tied to their neighbours by a small ridge (1e-9 of the mean weight)."""
+        z = np.asarray(z, dtype=np.float64)
+        target = np.asarray(drift, dtype=np.float64)[:, component]
+        variable = component if variable is None else int(variable)
+        knots = np.asarray(knots, dtype=np.float64)
+        w = np.ones(len(z)) if weights is None else np.asarray(weights, dtype=np.float64)
+        if z.ndim != 2 or len(target) != len(z) or w.shape != (len(z),) or np.any(w < 0) or not np.all(np.isfinite(w)):
+            raise ValueError(f"PiecewiseLinearDrift.fit: z {z.shape}, drift {np.shape(drift)} and weights "
+                             f"{np.shape(w)} need one row per state and finite weights >= 0")
+        x = z[:, variable]
+        if odd:
+            target = target * np.sign(x)
+            x = np.abs(x)
+        basis = cls._hats(x, knots)
+        gram = basis.T @ (w[:, None] * basis)
+        ridge = 1e-9 * float(np.mean(w)) * len(x)
+        diff = np.diff(np.eye(len(knots)), axis=0)  # smoothness tie between neighbouring knots
+        values = np.linalg.solve(gram + ridge * diff.T @ diff, basis.T @ (w * target))
+        return cls(z.shape[1], int(component), variable, tuple(float(k) for k in knots),
+                   tuple(float(v) for v in values), bool(odd))
+
+    def values_at(self, z: np.ndarray) -> np.ndarray:
+        """``float64 [B, dim]``: the prior at ``z [B, dim]`` (numpy)."""
+        z = np.asarray(z, dtype=np.float64)
+        x = z[:, self.variable]
+        sign = np.sign(x) if self.odd else np.ones_like(x)
+        out = np.zeros_like(z)
+        out[:, self.component] = sign * (self._hats(np.abs(x) if self.odd else x, np.asarray(self.knots))
+                                         @ np.asarray(self.values))
+        return out
+
+    def __call__(self, z: torch.Tensor, params: torch.Tensor | None = None) -> torch.Tensor:
+        x = z[:, self.variable]
+        sign = torch.sign(x) if self.odd else torch.ones_like(x)
+        x = x.abs() if self.odd else x
+        knots = torch.as_tensor(self.knots, dtype=z.dtype, device=z.device)
+        values = torch.as_tensor(self.values, dtype=z.dtype, device=z.device)
+        i = torch.clamp(torch.searchsorted(knots, x.contiguous(), right=True) - 1, 0, len(self.knots) - 2)
+        t = (x - knots[i]) / (knots[i + 1] - knots[i])
+        out = torch.zeros_like(z)
+        out[:, self.component] = sign * (values[i] * (1 - t) + values[i + 1] * t)
+        return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the prior as JSON (:func:`load_prior` reads it back)."""
         path = Path(path)
-        try:
-            raw: dict[str, Any] = json.loads(path.read_text())
-            if raw.pop("class") != "PolynomialDrift":
-                raise ValueError("not a PolynomialDrift")
-            return cls(int(raw["dim"]), int(raw["component"]), int(raw["variable"]),
-                       tuple(int(k) for k in raw["powers"]), tuple(float(c) for c in raw["coefficients"]))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: file not found; rerun the stage that wrote it") from None
-        except (ValueError, KeyError, TypeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a PolynomialDrift file ({err}); rerun the stage that wrote it") from None
+        path.write_text(json.dumps({"class": "PiecewiseLinearDrift", "dim": self.dim, "component": self.component,
+                                    "variable": self.variable, "knots": list(self.knots),
+                                    "values": list(self.values), "odd": self.odd}, indent=1))
+        return path
