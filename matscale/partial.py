@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -57,7 +57,7 @@ from matscale.upsampling import system_metadata
 DEFAULT_DURATION = 1.0  # system time units
 
 __all__ = ["DEFAULT_DURATION", "PartialEvolutionData", "partial_evolution", "patch_origins", "extract_patches",
-           "generator_pairs", "moment_pairs"]
+           "generator_pairs", "moment_pairs", "exact_moments"]
 
 Observables = Callable[[np.ndarray], np.ndarray]
 
@@ -389,13 +389,26 @@ def generator_pairs(system: Any, states: np.ndarray, dt: float, *, chunk_size: i
                          "and diffusion of its observables); use partial_evolution")
     if not (np.isfinite(dt) and dt > 0):
         raise ValueError(f"generator_pairs: dt={dt!r} out of range (allowed: > 0)")
-    states = np.asarray(states)
-    parts = []
-    for start in range(0, len(states), chunk_size):
-        block = states[start:start + chunk_size]
-        drift, diffusion = system.generator_moments(block)
-        parts.append(moment_pairs(system.observables(block), drift, diffusion, dt))
-    return tuple(np.concatenate([part[i] for part in parts]) for i in range(3))
+    return moment_pairs(*exact_moments(system, states, chunk_size=chunk_size), dt)
+
+
+def exact_moments(system: Any, states: np.ndarray | Iterable[np.ndarray], *, chunk_size: int = 2000
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(z [B, d], drift [B, d], diffusion [B, d, d])``, float64: the observables of ``states``
+    (an array, or an iterable of arrays taken in turn) and their exact generator moments
+    (``system.generator_moments``, per time unit), computed ``chunk_size`` states at a time."""
+    if not hasattr(system, "generator_moments"):
+        raise ValueError(f"exact_moments: {type(system).__name__} has no generator_moments (exact drift "
+                         "and diffusion of its observables); use partial_evolution")
+    z, drift, diffusion = [], [], []
+    for chunk in ([states] if isinstance(states, np.ndarray) else states):
+        for start in range(0, len(chunk), chunk_size):
+            block = np.asarray(chunk[start:start + chunk_size])
+            b, a = system.generator_moments(block)
+            z.append(np.asarray(system.observables(block), dtype=np.float64))
+            drift.append(np.asarray(b, dtype=np.float64))
+            diffusion.append(np.asarray(a, dtype=np.float64))
+    return np.concatenate(z), np.concatenate(drift), np.concatenate(diffusion)
 
 
 def moment_pairs(z: np.ndarray, drift: np.ndarray, diffusion: np.ndarray, dt: float

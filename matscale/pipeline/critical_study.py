@@ -52,6 +52,9 @@ from matscale.pipeline.studies import Study
 STAGES = ("direct", "fss", "learned", "fss_learned")
 SYSTEM_KIND = "ising"  # the registry kind of the 2-D Ising model this study is about
 PATCH = 16          # side of the small simulations of the learned stage
+# learned_* fields added after the first full runs: left out of the records at their defaults
+LEARNED_ADDED_LATER = ("learned_window", "learned_mode", "learned_passes", "learned_fit_states",
+                       "learned_prior_degree", "learned_prior_knots")
 GENERATOR_DT = 0.2  # step (Glauber time) of the generator pairs; the rollout substeps at 2 GENERATOR_DT
 
 
@@ -322,20 +325,12 @@ def fit_generator_sde(system: Any, states: np.ndarray | Iterable[np.ndarray], tr
     lie near m = 0, where the drift is small and its state-to-state scatter large; fitted on
     all states the networks stay short of that drift and the learned P(m) is too flat between
     the peaks (measured in ``benchmarks/study_critical_lambda.py sweeps``)."""
-    from matscale.partial import moment_pairs
+    from matscale.partial import exact_moments, moment_pairs
     from matscale.pipeline.stages import FIT_THREADS, mirrored_pairs, odd_components
     from matscale.sde import fit_sde
     from matscale.sde.priors import PiecewiseLinearDrift, PolynomialDrift
 
-    z, drift, diffusion = [], [], []
-    for chunk in ([states] if isinstance(states, np.ndarray) else states):
-        for start in range(0, len(chunk), 2000):
-            block = chunk[start:start + 2000]
-            b, a = system.generator_moments(block)
-            z.append(np.asarray(system.observables(block), dtype=np.float64))
-            drift.append(np.asarray(b, dtype=np.float64))
-            diffusion.append(np.asarray(a, dtype=np.float64))
-    z, drift, diffusion = np.concatenate(z), np.concatenate(drift), np.concatenate(diffusion)
+    z, drift, diffusion = exact_moments(system, states)
     odd = odd_components(train.symmetrize, system.observable_names)
     if 0 < fit_states < len(z):
         keep = flat_histogram_subset(np.abs(z[:, 0]) if 0 in odd else z[:, 0], fit_states, seed=train.seed)
@@ -385,7 +380,8 @@ def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, 
                            "stayed finite with |m| <= 1.5; raise learned_states or learned_epochs")
     return {"m": np.clip(m[ok], -1.0, 1.0), "L": np.int64(L), "T": np.float64(T), "interval": np.float64(interval),
             "equilibrate": np.float64(n_eq * interval), "n_dropped": np.int64(np.sum(~ok)),
-            "n_training_states": np.int64(len(configs) * recorded_passes(cfg.learned_passes)), "fit_seconds": np.float64(fit_seconds),
+            "n_training_states": np.int64(len(configs) * recorded_passes(cfg.learned_passes)),
+            "fit_seconds": np.float64(fit_seconds),
             "seconds": np.float64(time.perf_counter() - start), "sde": sde}
 
 
@@ -477,12 +473,17 @@ def _prepare_unfinished(runner: StageRunner, stage: str, cfg: CriticalConfig,
         folder = runner.out / stage / _tag(L, T)
         if (folder / STAGE_RECORD).is_file():
             continue
-        scratch = runner.out / stage / f".{_tag(L, T)}.prepared"
+        scratch = _scratch(runner, stage, L, T)
         if scratch.exists():
             shutil.rmtree(scratch)
         scratch.mkdir(parents=True)
         futures[(L, T)] = runner.executor.submit(compute_point, stage, cfg, L, T, scratch, runner.out)
     return futures
+
+
+def _scratch(runner: StageRunner, stage: str, L: int, T: float) -> Path:
+    """Where a worker writes a point of ``stage`` before the stage takes it over."""
+    return runner.out / stage / f".{_tag(L, T)}.prepared"
 
 
 def _take_over(future: Any, scratch: Path, tmp: Path) -> None:
@@ -507,7 +508,7 @@ def _points_and_analysis(cfg: CriticalConfig, runner: StageRunner, stage: str, s
 
         def compute(tmp: Path, L: int = L, T: float = T) -> None:
             if (L, T) in prepared:
-                _take_over(prepared[(L, T)], runner.out / stage / f".{_tag(L, T)}.prepared", tmp)
+                _take_over(prepared[(L, T)], _scratch(runner, stage, L, T), tmp)
             else:
                 compute_point(stage, cfg, L, T, tmp, runner.out)
 
@@ -528,9 +529,9 @@ def _points_and_analysis(cfg: CriticalConfig, runner: StageRunner, stage: str, s
 def _run_learned(cfg: CriticalConfig, runner: StageRunner, section: dict[str, Any]) -> dict[str, Any]:
     """The ``learned`` points and their FSS analysis (stage ``fss_learned``)."""
     shared = {k: v for k, v in section.items() if k.startswith("learned_") and k != "learned_sizes"}
-    for key, default in (("learned_window", 16), ("learned_mode", "tile_matched"), ("learned_passes", 0),
-                         ("learned_fit_states", 0), ("learned_prior_degree", 0), ("learned_prior_knots", 0)):
-        if shared.get(key) == default:  # added later: records of earlier runs stay valid at the default
+    defaults = asdict(CriticalConfig())
+    for key in LEARNED_ADDED_LATER:
+        if shared.get(key) == defaults[key]:  # records of earlier runs stay valid at the default
             del shared[key]
     if "learned_passes" not in shared:  # no passes: their duration does not matter
         del shared["learned_pass_time"]

@@ -414,17 +414,13 @@ def _run_locked(cfg: RunConfig, out: Path, force: frozenset[str], stop_after: st
     write_config(cfg, out)
     if cfg.workflow == "fit":
         return run_fit_workflow(cfg, out, force=force, progress=progress)
-    if cfg.workflow in study_names():
-        with open_executor(executor_spec) as executor:  # studies that use it run their points there
-            runner = StageRunner(out, force, stop_after, progress, cfg, verified=verified, executor=executor)
-            try:
-                return get_study(cfg.workflow).run(cfg.study, runner, Path(cfg.source))
-            except StopPipeline:
-                return {}
-    system = build_system(cfg.system)
-    with open_executor(executor_spec) as executor:
+    study = cfg.workflow in study_names()
+    system = None if study else build_system(cfg.system)
+    with open_executor(executor_spec) as executor:  # the data stages' tasks; a study's points
         runner = StageRunner(out, force, stop_after, progress, cfg, verified=verified, executor=executor)
         try:
+            if study:
+                return get_study(cfg.workflow).run(cfg.study, runner, Path(cfg.source))
             ref_id = None
             for p in cfg.patch_sides:
                 ref_id = run_patch_side(cfg, system, p, runner, ref_id)

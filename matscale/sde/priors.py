@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,54 @@ import torch
 __all__ = ["PolynomialDrift", "PiecewiseLinearDrift", "load_prior"]
 
 
+def _regression_inputs(name: str, z: np.ndarray, drift: np.ndarray, weights: np.ndarray | None,
+                       component: int, variable: int | None, n_parameters: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Checked ``(z, target = drift[:, component], weights, variable)`` of a weighted fit with
+    ``n_parameters`` unknowns (more states than that are needed)."""
+    z = np.asarray(z, dtype=np.float64)
+    target = np.asarray(drift, dtype=np.float64)[:, component]
+    variable = component if variable is None else int(variable)
+    if z.ndim != 2 or len(target) != len(z) or len(z) <= n_parameters:
+        raise ValueError(f"{name}.fit: z {z.shape} and drift {np.shape(drift)} need one row per state and more "
+                         f"states than parameters ({n_parameters})")
+    w = np.ones(len(z)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (len(z),) or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"{name}.fit: weights must be finite, >= 0, shape ({len(z)},)")
+    return z, target, w, variable
+
+
+class _DriftPrior:
+    """What the priors share (frozen dataclasses with ``dim``, ``component``, ``variable``):
+    the index checks and the JSON file (``save``; :func:`load_prior` reads any of them)."""
+
+    dim: int
+    component: int
+    variable: int
+
+    def _check_indices(self) -> None:
+        if not (0 <= self.component < self.dim and 0 <= self.variable < self.dim):
+            raise ValueError(f"{type(self).__name__}: component={self.component} and variable={self.variable} "
+                             f"out of range (allowed: 0 .. dim - 1 = {self.dim - 1})")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the prior as JSON (:func:`load_prior` reads it back)."""
+        path = Path(path)
+        fields = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        path.write_text(json.dumps({"class": type(self).__name__, **fields}, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Any:
+        """The prior of this class written by :meth:`save`."""
+        prior = load_prior(path)
+        if not isinstance(prior, cls):
+            raise ValueError(f"{path}: a {type(prior).__name__}, not a {cls.__name__}; use load_prior")
+        return prior
+
+
 @dataclass(frozen=True)
-class PolynomialDrift:
+class PolynomialDrift(_DriftPrior):
     """μ_prior(z)_c = Σ_k coefficients[k] · z_v^powers[k] for the ``component`` c, 0 elsewhere,
     with v = ``variable``; ``dim`` is the length of z. Units: drift of z_c per time unit."""
 
@@ -34,9 +80,7 @@ class PolynomialDrift:
     coefficients: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        if not (0 <= self.component < self.dim and 0 <= self.variable < self.dim):
-            raise ValueError(f"PolynomialDrift: component={self.component} and variable={self.variable} "
-                             f"out of range (allowed: 0 .. dim - 1 = {self.dim - 1})")
+        self._check_indices()
         if len(self.powers) != len(self.coefficients) or not self.powers or min(self.powers) < 0:
             raise ValueError(f"PolynomialDrift: powers {self.powers} must be >= 0 and as many as the "
                              f"coefficients ({len(self.coefficients)})")
@@ -46,15 +90,8 @@ class PolynomialDrift:
             powers: tuple[int, ...], component: int = 0, variable: int | None = None) -> "PolynomialDrift":
         """Weighted least squares of ``drift[:, component]`` on ``z[:, variable]^powers``
         (``variable`` defaults to ``component``; ``weights [B]``, e.g. 1/a, default 1)."""
-        z = np.asarray(z, dtype=np.float64)
-        target = np.asarray(drift, dtype=np.float64)[:, component]
-        variable = component if variable is None else int(variable)
-        if z.ndim != 2 or len(target) != len(z) or len(z) <= len(powers):
-            raise ValueError(f"PolynomialDrift.fit: z {z.shape} and drift {np.shape(drift)} need more states "
-                             f"than powers ({len(powers)}) and one row per state")
-        w = np.ones(len(z)) if weights is None else np.asarray(weights, dtype=np.float64)
-        if w.shape != (len(z),) or not np.all(np.isfinite(w)) or np.any(w < 0):
-            raise ValueError(f"PolynomialDrift.fit: weights must be finite, >= 0, shape ({len(z)},)")
+        z, target, w, variable = _regression_inputs("PolynomialDrift", z, drift, weights, component, variable,
+                                                    len(powers))
         basis = z[:, variable:variable + 1] ** np.asarray(powers)[None, :]
         root = np.sqrt(w)[:, None]
         coefficients = np.linalg.lstsq(basis * root, target * root[:, 0], rcond=None)[0]
@@ -77,36 +114,16 @@ class PolynomialDrift:
         out[:, self.component] = column
         return out
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the prior as JSON (``load`` reads it back)."""
-        path = Path(path)
-        path.write_text(json.dumps({"class": "PolynomialDrift", **self.__dict__, "powers": list(self.powers),
-                                    "coefficients": list(self.coefficients)}, indent=1))
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "PolynomialDrift":
-        """The prior written by :meth:`save` (:func:`load_prior`, which reads either class)."""
-        prior = load_prior(path)
-        if not isinstance(prior, cls):
-            raise ValueError(f"{path}: a {type(prior).__name__}, not a PolynomialDrift; use load_prior")
-        return prior
-
 
 def load_prior(path: str | os.PathLike) -> "PolynomialDrift | PiecewiseLinearDrift":
-    """A prior written by ``save`` of either class; a one-line error names a missing or damaged file."""
+    """A prior written by ``save`` of any class; a one-line error names a missing or damaged file."""
     path = Path(path)
     try:
         raw: dict[str, Any] = json.loads(path.read_text())
         kind = raw.pop("class")
-        if kind == "PolynomialDrift":
-            return PolynomialDrift(int(raw["dim"]), int(raw["component"]), int(raw["variable"]),
-                                   tuple(int(k) for k in raw["powers"]), tuple(float(c) for c in raw["coefficients"]))
-        if kind == "PiecewiseLinearDrift":
-            return PiecewiseLinearDrift(int(raw["dim"]), int(raw["component"]), int(raw["variable"]),
-                                        tuple(float(k) for k in raw["knots"]), tuple(float(v) for v in raw["values"]),
-                                        bool(raw["odd"]))
-        raise ValueError(f"unknown class {kind!r}")
+        if kind not in _PRIORS:
+            raise ValueError(f"unknown class {kind!r}")
+        return _PRIORS[kind](**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found; rerun the stage that wrote it") from None
     except (ValueError, KeyError, TypeError, json.JSONDecodeError) as err:
@@ -114,7 +131,7 @@ def load_prior(path: str | os.PathLike) -> "PolynomialDrift | PiecewiseLinearDri
 
 
 @dataclass(frozen=True)
-class PiecewiseLinearDrift:
+class PiecewiseLinearDrift(_DriftPrior):
     """μ_prior(z)_c = f(z_v) for the ``component`` c (0 elsewhere): f linear between the
     ``knots`` (increasing), with the ``values`` there, and continued linearly beyond the end
     knots; with ``odd`` = True, f(x) = sign(x) f(|x|) and the knots lie in [0, ∞).
@@ -132,9 +149,7 @@ class PiecewiseLinearDrift:
     odd: bool = False
 
     def __post_init__(self) -> None:
-        if not (0 <= self.component < self.dim and 0 <= self.variable < self.dim):
-            raise ValueError(f"PiecewiseLinearDrift: component={self.component} and variable={self.variable} "
-                             f"out of range (allowed: 0 .. dim - 1 = {self.dim - 1})")
+        self._check_indices()
         if len(self.knots) < 2 or len(self.knots) != len(self.values) or np.any(np.diff(self.knots) <= 0):
             raise ValueError(f"PiecewiseLinearDrift: knots must be >= 2, increasing and as many as the values "
                              f"(got {len(self.knots)} knots, {len(self.values)} values)")
@@ -157,14 +172,9 @@ class PiecewiseLinearDrift:
         """Weighted least squares of ``drift[:, component]`` on the piecewise-linear basis of
         ``z[:, variable]`` (with ``odd``: of |z_v|, the drift times sign(z_v)). Knots without data
         nearby are tied to their neighbours by a small ridge (1e-9 of the mean weight)."""
-        z = np.asarray(z, dtype=np.float64)
-        target = np.asarray(drift, dtype=np.float64)[:, component]
-        variable = component if variable is None else int(variable)
         knots = np.asarray(knots, dtype=np.float64)
-        w = np.ones(len(z)) if weights is None else np.asarray(weights, dtype=np.float64)
-        if z.ndim != 2 or len(target) != len(z) or w.shape != (len(z),) or np.any(w < 0) or not np.all(np.isfinite(w)):
-            raise ValueError(f"PiecewiseLinearDrift.fit: z {z.shape}, drift {np.shape(drift)} and weights "
-                             f"{np.shape(w)} need one row per state and finite weights >= 0")
+        z, target, w, variable = _regression_inputs("PiecewiseLinearDrift", z, drift, weights, component, variable,
+                                                    0)  # the ridge ties knots without data
         x = z[:, variable]
         if odd:
             target = target * np.sign(x)
@@ -199,10 +209,5 @@ class PiecewiseLinearDrift:
         out[:, self.component] = sign * (values[i] * (1 - t) + values[i + 1] * t)
         return out
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the prior as JSON (:func:`load_prior` reads it back)."""
-        path = Path(path)
-        path.write_text(json.dumps({"class": "PiecewiseLinearDrift", "dim": self.dim, "component": self.component,
-                                    "variable": self.variable, "knots": list(self.knots),
-                                    "values": list(self.values), "odd": self.odd}, indent=1))
-        return path
+
+_PRIORS = {cls.__name__: cls for cls in (PolynomialDrift, PiecewiseLinearDrift)}
