@@ -65,17 +65,40 @@ def _run_bootstrap(m: np.ndarray, stat, n_boot: int, rng: np.random.Generator) -
     return np.array([stat(m[idx]) for idx in picks])
 
 
+def _cluster_bootstrap(m: np.ndarray, clusters: np.ndarray, stat, n_boot: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    """``stat`` of ``n_boot`` resamples of whole clusters of runs (each resample draws as many
+    clusters, with replacement, as there are)."""
+    rows = [np.flatnonzero(clusters == c) for c in np.unique(clusters)]
+    picks = rng.integers(0, len(rows), size=(n_boot, len(rows)))
+    return np.array([stat(m[np.concatenate([rows[k] for k in idx])]) for idx in picks])
+
+
 def moments(m: np.ndarray, L: int, T: float, *, n_sites: int | None = None, n_boot: int = 400,
-            seed: int = 0) -> dict[str, Estimate]:
+            seed: int = 0, clusters: np.ndarray | None = None) -> dict[str, Estimate]:
     """⟨|M|⟩, χ and U (module docstring) with standard errors from a bootstrap over runs.
 
     ``m [R, S]``: R independent runs of S stationary samples; ``n_sites`` defaults to L².
+    ``clusters [R]``: labels of groups of runs that share a source of error (e.g. the rollouts of
+    one of several independently fitted SDEs). The bootstrap then resamples whole clusters, so
+    the errors include the spread between them, scaled by √(c / (c − 1)) for c clusters (the
+    bootstrap variance of a mean of c independent values is (c − 1)/c of the unbiased one, which
+    matters for few clusters). At least 2 clusters are needed.
     """
     m = _check_samples(m)
     n = int(n_sites or L * L)
     value = _statistics(m, n, T)
-    boot = _run_bootstrap(m, lambda x: _statistics(x, n, T), n_boot, np.random.default_rng(seed))
-    err = boot.std(axis=0, ddof=1)
+    rng = np.random.default_rng(seed)
+    if clusters is None:
+        err = _run_bootstrap(m, lambda x: _statistics(x, n, T), n_boot, rng).std(axis=0, ddof=1)
+    else:
+        clusters = np.asarray(clusters)
+        c = len(np.unique(clusters)) if clusters.shape == (len(m),) else 0
+        if c < 2:
+            raise ValueError(f"clusters: expected one label per run ({len(m)}) with >= 2 distinct labels, "
+                             f"got shape {list(clusters.shape)} with {c} labels")
+        boot = _cluster_bootstrap(m, clusters, lambda x: _statistics(x, n, T), n_boot, rng)
+        err = boot.std(axis=0, ddof=1) * math.sqrt(c / (c - 1))
     return {key: Estimate(float(v), float(e)) for key, v, e in zip(("abs_m", "chi", "binder"), value, err)}
 
 
