@@ -93,7 +93,14 @@ def test_autocorrelation_time_of_ar1() -> None:
                                            ({"learned_passes": 65}, "critical.learned_passes"),
                                            ({"learned_pass_time": 0.0}, "critical.learned_pass_time"),
                                            ({"learned_prior_degree": -1}, "critical.learned_prior_degree"),
-                                           ({"learned_fit_states": 5}, "critical.learned_fit_states")])
+                                           ({"learned_fit_states": 5}, "critical.learned_fit_states"),
+                                           ({"learned_members": 0}, "critical.learned_members"),
+                                           ({"learned_members": 40, "learned_paths": 64}, "critical.learned_members"),
+                                           ({"learned_members": 8, "learned_paths": 8}, "critical.learned_paths"),
+                                           ({"learned_members": 4, "learned_states": 16}, "critical.learned_states"),
+                                           ({"learned_observables": ("rho_dw", "m")}, "critical.learned_observables"),
+                                           ({"learned_observables": ("m", "energy")}, "critical.learned_observables"),
+                                           ({"learned_observables": ("m", "m")}, "critical.learned_observables")])
 def test_config_checks_name_the_field(change: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
         dataclasses.replace(CriticalConfig(), **change).check()
@@ -116,7 +123,8 @@ def test_learned_stage_runs_resumes_and_leaves_direct_records_valid(tmp_path: Pa
     run(base, StageRunner(out=tmp_path), tmp_path)
     cfg = dataclasses.replace(base, learned_sizes=(32, 48), learned_small_runs=8, learned_states=400,
                               learned_relax=2.0, learned_epochs=5, learned_paths=8,
-                              learned_passes=3, learned_pass_time=1.0, learned_fit_states=500, learned_prior_degree=9)
+                              learned_passes=3, learned_pass_time=1.0, learned_fit_states=300, learned_prior_degree=9,
+                              learned_members=2)
     runner = StageRunner(out=tmp_path)
     summary = run(cfg, runner, tmp_path)
     # only the learned points (2 sizes x 2 temperatures) and their analysis: the direct ones stand
@@ -124,7 +132,8 @@ def test_learned_stage_runs_resumes_and_leaves_direct_records_valid(tmp_path: Pa
     assert all("learned" in label for label in runner.executed), runner.executed
     assert set(summary["learned_exponents"]) >= {"beta_over_nu", "gamma_over_nu", "one_over_nu"}
     with np.load(tmp_path / "learned" / "L48_T2.2" / "samples.npz") as f:
-        m, n_states = f["m"], int(f["n_training_states"])
+        m, n_states, member = f["m"], int(f["n_training_states"]), f["member"]
+    assert m.shape[0] == len(member) and set(member.tolist()) == {0, 1}  # 4 paths per member
     assert m.shape[1] == int(round(cfg.production_taus * cfg.samples_per_tau)) and np.all(np.abs(m) <= 1)
     assert n_states == cfg.learned_states * 2  # passes 2 and 3 of 3 recorded
     # the fitted SDE reloads with its drift prior (an odd polynomial in m: h = 0)
@@ -133,8 +142,11 @@ def test_learned_stage_runs_resumes_and_leaves_direct_records_valid(tmp_path: Pa
     prior = load_prior(tmp_path / "learned" / "L48_T2.2" / "drift_prior.json")
     assert prior.powers == (1, 3, 5, 7, 9) and prior.component == 0
     sde = load_sde(tmp_path / "learned" / "L48_T2.2" / "sde", drift_prior=prior)
-    # about 500 of the 800 states fitted, 8 pairs each (2d generator pairs, mirrored)
-    assert sde.dim == 2 and 400 * 8 < sde.config["n_pairs"] < 600 * 8
+    # member 0: about 300 of its 2 x 200 states fitted, 8 pairs each (2d generator pairs, mirrored)
+    assert sde.dim == 2 and 200 * 8 < sde.config["n_pairs"] < 400 * 8
+    second = load_sde(tmp_path / "learned" / "L48_T2.2" / "sde_member1",
+                      drift_prior=load_prior(tmp_path / "learned" / "L48_T2.2" / "sde_member1_prior.json"))
+    assert second.dim == 2 and second.config["seed"] != sde.config["seed"]
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "learned against direct" in report and "| 32 | 2.2 |" in report
     again = StageRunner(out=tmp_path)
@@ -203,3 +215,27 @@ def test_flat_histogram_subset_flattens_a_two_peaked_sample() -> None:
     assert np.array_equal(keep, flat_histogram_subset(values, 20_000, seed=1))
     with pytest.raises(ValueError, match="n=0"):
         flat_histogram_subset(values, 0)
+
+
+def test_generator_fit_in_a_subset_of_the_observables() -> None:
+    """``observables=("m",)``: the SDE of m alone (the effective dynamics of the order parameter),
+    fitted to the m-components of the exact generator moments, its drift odd in m (mirror
+    pairs); an unknown name is refused with the allowed ones."""
+    from matscale.pipeline.critical_study import fit_generator_sde, pipeline_config
+    from matscale.systems.spin import Ising2D
+
+    system = Ising2D(32, 2.27)
+    states = np.where(np.random.default_rng(0).random((64, 32, 32)) < 0.7, 1, -1).astype(np.int8)
+    states[32:] *= -1
+    train = dataclasses.replace(pipeline_config(CriticalConfig(), 32, 2.27).train, epochs=3, hidden=[8])
+    sde = fit_generator_sde(system, states, train, observables=("m",), prior_degree=3)
+    assert sde.dim == 1 and sde.drift_prior.powers == (1, 3)
+    # the prior is the unweighted least-squares fit of the exact drifts: the conditional mean E[b | m]
+    b, _ = system.generator_moments(states)
+    m = states.reshape(len(states), -1).mean(axis=1)
+    expected = np.linalg.lstsq(np.stack([m, m ** 3], axis=1), b[:, 0], rcond=None)[0]
+    np.testing.assert_allclose(sde.drift_prior.coefficients, expected, rtol=1e-8)
+    drift = np.asarray(sde.drift(np.array([[0.4], [-0.4]])))[:, 0]
+    assert abs(drift[0] + drift[1]) < 0.2 * abs(drift[0])  # odd up to the fit (mirror pairs)
+    with pytest.raises(ValueError, match="allowed: m, rho_dw"):
+        fit_generator_sde(system, states, train, observables=("m", "energy"))

@@ -12,7 +12,8 @@ sample every τ(L) / ``samples_per_tau``. The τ_int measured from the recorded 
 report shows how many measured autocorrelation times were discarded.
 
 Stage ``learned`` (only with ``learned_sizes``; folder ``OUT/learned/L{L}_T{T}``): the macroscopic
-SDE of m and ρ_dw learned from 16² simulations alone, rolled out with the direct schedule. The
+SDE of ``learned_observables`` (m, or m and ρ_dw) learned from 16² simulations alone, rolled out
+with the direct schedule. The
 spin pipeline (its own resumable run in ``OUT/learned_work/L{L}_T{T}``) simulates 16² boxes and
 upsamples them to L × L (``learned_mode``: tiles matched in m by default; LocalRelax of
 ``learned_relax`` Glauber times per ``learned_window``² window at every level, no random
@@ -22,9 +23,11 @@ the training states (:func:`training_states`); ``learned_fit_states`` of them, d
 flat |m| histogram, are fitted to their exact generator moments
 (:func:`matscale.partial.moment_pairs`, mirror pairs m → −m at h = 0), the drift of m starting
 from a least-squares polynomial prior of degree ``learned_prior_degree``
-(:func:`fit_generator_sde`), and ``learned_paths`` paths are rolled out. Stage ``fss_learned``
-analyses them like ``fss``. Why these choices (the λ = K bias near T_c) is measured in
-``benchmarks/study_critical_lambda.py``. With ``matscale run --workers N`` the points of both
+(:func:`fit_generator_sde`), and ``learned_paths`` paths are rolled out. With ``learned_members``
+E > 1 there are E such fits, each on its own E-th of the upsampled states, whose rollouts are
+pooled; the moments' errors then come from a bootstrap over the fits and include the noise of
+the training data. Stage ``fss_learned`` analyses them like ``fss``. Why these choices (the
+λ = K bias near T_c) is measured in ``benchmarks/study_critical_lambda.py``. With ``matscale run --workers N`` the points of both
 stages run in N processes; the results are the same.
 
 Stage ``fss`` (folder ``OUT/fss``): :func:`matscale.critical.moments` (⟨|M|⟩, χ, U with errors
@@ -34,13 +37,14 @@ The report (``report.md``, ``metrics.json``, ``collapse.png``) is written after 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -54,7 +58,9 @@ SYSTEM_KIND = "ising"  # the registry kind of the 2-D Ising model this study is 
 PATCH = 16          # side of the small simulations of the learned stage
 # learned_* fields added after the first full runs: left out of the records at their defaults
 LEARNED_ADDED_LATER = ("learned_window", "learned_mode", "learned_passes", "learned_fit_states",
-                       "learned_prior_degree", "learned_prior_knots")
+                       "learned_prior_degree", "learned_prior_knots", "learned_members",
+                       "learned_observables")
+LEARNED_OBSERVABLES = ("m", "rho_dw")  # the Ising model's observables a learned SDE may use
 GENERATOR_DT = 0.2  # step (Glauber time) of the generator pairs; the rollout substeps at 2 GENERATOR_DT
 
 
@@ -86,8 +92,10 @@ class CriticalConfig:
     learned_fit_states: int = 0          # states fitted, drawn with a flat |m| histogram (0: all)
     learned_prior_degree: int = 0        # least-squares polynomial drift prior of m (0: none)
     learned_prior_knots: int = 0         # > 0: a piecewise-linear prior on that many |m| intervals instead
+    learned_members: int = 1             # independent fits per point, each on its share of the states
+    learned_observables: tuple[str, ...] = ("m", "rho_dw")  # the SDE's variables; m first
     learned_epochs: int = 200
-    learned_paths: int = 64              # rollout paths per point
+    learned_paths: int = 64              # rollout paths per point (all members together)
     learned_seed: int = 0
 
     def check(self) -> None:
@@ -136,6 +144,20 @@ class CriticalConfig:
              f"learned_prior_knots={self.learned_prior_knots} out of range (allowed: 0 .. 200)")
         need(0 <= self.learned_prior_degree <= 15,
              f"learned_prior_degree={self.learned_prior_degree} out of range (allowed: 0 .. 15)")
+        allowed = ", ".join(LEARNED_OBSERVABLES)
+        need(len(self.learned_observables) >= 1 and self.learned_observables[0] == "m"
+             and set(self.learned_observables) <= set(LEARNED_OBSERVABLES)
+             and len(set(self.learned_observables)) == len(self.learned_observables),
+             f"learned_observables={list(self.learned_observables)} is not allowed "
+             f"(allowed: \"m\" first, then distinct names of {allowed})")
+        need(1 <= self.learned_members <= 16,
+             f"learned_members={self.learned_members} out of range (allowed: 1 .. 16)")
+        need(self.learned_paths >= 2 * self.learned_members,
+             f"learned_paths={self.learned_paths} out of range (allowed: >= 2 per member, "
+             f">= {2 * self.learned_members} with learned_members={self.learned_members})")
+        need(self.learned_states >= 8 * self.learned_members,
+             f"learned_states={self.learned_states} out of range (allowed: >= 8 per member, "
+             f">= {8 * self.learned_members} with learned_members={self.learned_members})")
         need(math.isfinite(self.learned_pass_time) and self.learned_pass_time > 0,
              f"learned_pass_time={self.learned_pass_time} out of range (allowed: > 0)")
         need(2 <= self.learned_window <= 2 * PATCH,
@@ -308,14 +330,15 @@ def flat_histogram_subset(values: np.ndarray, n: int, *, bins: int = 20, seed: i
 
 def fit_generator_sde(system: Any, states: np.ndarray | Iterable[np.ndarray], train: Any,
                       dt: float = GENERATOR_DT, *, prior_degree: int = 0, prior_knots: int = 0,
-                      fit_states: int = 0) -> Any:
+                      fit_states: int = 0, observables: Sequence[str] | None = None) -> Any:
     """The SDE of ``system``'s observables fitted (loss "em", λ = 1) to the exact generator moments
     of ``states`` (an array, or chunks of them such as :func:`training_states` gives;
     :func:`matscale.partial.moment_pairs` with step ``dt``), mirror pairs for the odd
     observables named in ``train.symmetrize``, network and optimiser from ``train`` (a
     :class:`matscale.config.TrainConfig`). With ``prior_degree`` > 0 the drift of m starts from a
     gray-box prior: the polynomial in m of that degree (odd powers when m is mirrored) fitted by
-    least squares to the exact drifts, weighted by 1/a_mm (:class:`matscale.sde.priors.PolynomialDrift`);
+    least squares to the exact drifts, unweighted (weights 1/a would bias it:
+    :data:`matscale.sde.priors.WEIGHTS_NOTE`; :class:`matscale.sde.priors.PolynomialDrift`);
     the networks learn the rest. With ``prior_knots`` > 0 the prior is piecewise linear instead, on
     that many equal intervals of |m| (of m when m is not mirrored) over the states' range
     (:class:`matscale.sde.priors.PiecewiseLinearDrift`): local, so the steep drift near |m| = 1
@@ -324,14 +347,19 @@ def fit_generator_sde(system: Any, states: np.ndarray | Iterable[np.ndarray], tr
     :func:`flat_histogram_subset`). Near T_c the states pile up around the peaks of P(m) and few
     lie near m = 0, where the drift is small and its state-to-state scatter large; fitted on
     all states the networks stay short of that drift and the learned P(m) is too flat between
-    the peaks (measured in ``benchmarks/study_critical_lambda.py sweeps``)."""
+    the peaks (measured in ``benchmarks/study_critical_lambda.py sweeps``). ``observables``: the
+    names of ``system``'s observables the SDE is fitted in (default: all; the priors act on the
+    first)."""
     from matscale.partial import exact_moments, moment_pairs
     from matscale.pipeline.stages import FIT_THREADS, mirrored_pairs, odd_components
     from matscale.sde import fit_sde
     from matscale.sde.priors import PiecewiseLinearDrift, PolynomialDrift
 
+    names = tuple(system.observable_names if observables is None else observables)
+    pick = _observable_indices(system, names)
     z, drift, diffusion = exact_moments(system, states)
-    odd = odd_components(train.symmetrize, system.observable_names)
+    z, drift, diffusion = z[:, pick], drift[:, pick], diffusion[:, pick][:, :, pick]
+    odd = [pick.index(i) for i in odd_components(train.symmetrize, system.observable_names) if i in pick]
     if 0 < fit_states < len(z):
         keep = flat_histogram_subset(np.abs(z[:, 0]) if 0 in odd else z[:, 0], fit_states, seed=train.seed)
         z, drift, diffusion = z[keep], drift[keep], diffusion[keep]
@@ -339,10 +367,10 @@ def fit_generator_sde(system: Any, states: np.ndarray | Iterable[np.ndarray], tr
     if prior_knots > 0:
         x = np.abs(z[:, 0]) if 0 in odd else z[:, 0]
         knots = np.linspace(0.0 if 0 in odd else x.min(), x.max(), prior_knots + 1)
-        prior = PiecewiseLinearDrift.fit(z, drift, 1.0 / diffusion[:, 0, 0], knots=knots, component=0, odd=0 in odd)
+        prior = PiecewiseLinearDrift.fit(z, drift, None, knots=knots, component=0, odd=0 in odd)
     elif prior_degree > 0:
         powers = tuple(range(1, prior_degree + 1, 2)) if 0 in odd else tuple(range(prior_degree + 1))
-        prior = PolynomialDrift.fit(z, drift, 1.0 / diffusion[:, 0, 0], powers=powers, component=0)
+        prior = PolynomialDrift.fit(z, drift, None, powers=powers, component=0)
     z0, z1, steps = moment_pairs(z, drift, diffusion, dt)
     z0, z1, steps, _ = mirrored_pairs(z0, z1, steps, None, odd)
     return fit_sde(z0, z1, steps, loss="em", diffusion=train.diffusion, hidden=tuple(train.hidden),
@@ -350,9 +378,23 @@ def fit_generator_sde(system: Any, states: np.ndarray | Iterable[np.ndarray], tr
                    validation_fraction=train.validation_fraction, num_threads=FIT_THREADS, drift_prior=prior)
 
 
-def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, np.ndarray]:
+def _observable_indices(system: Any, names: Sequence[str]) -> list[int]:
+    """Indices of ``names`` in ``system.observable_names`` (a one-line error for an unknown name)."""
+    known = list(system.observable_names)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"observables {unknown} are not observables of {type(system).__name__} "
+                         f"(allowed: {', '.join(known)})")
+    return [known.index(n) for n in names]
+
+
+def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, Any]:
     """Stationary samples ``m [paths, S]`` of the SDE learned at (L, T) from 16² simulations (the
-    module docstring), with the rollout on the direct stage's schedule."""
+    module docstring), with the rollout on the direct stage's schedule. With ``learned_members``
+    E > 1, E SDEs are fitted independently, member k on the upsampled states k, k + E, k + 2E, …
+    (with their recorded passes), each rolled out for its share of the paths; ``member [paths]``
+    labels the paths, so the moments' errors can include the spread between the fits (the
+    training data's noise and the optimiser's; :func:`matscale.critical.moments` ``clusters``)."""
     from matscale.pipeline import run_pipeline
     from matscale.pipeline.stages import load_configs
     from matscale.systems.registry import build_system
@@ -364,47 +406,87 @@ def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, 
     system = build_system(pcfg.system)  # the pipeline's own large system
     states = training_states(system, configs, cfg.learned_passes, cfg.learned_pass_time, window=cfg.learned_window,
                              seed=pcfg.upsampling.seed + 7)
-    sde = fit_generator_sde(system, states, pcfg.train, prior_degree=cfg.learned_prior_degree,
-                            prior_knots=cfg.learned_prior_knots, fit_states=cfg.learned_fit_states)
-    fit_seconds = time.perf_counter() - start
+    members = cfg.learned_members
+    if members > 1:
+        states = list(states)  # every member takes its share of each chunk
     equilibrate, interval, n_samples = cfg.schedule(L)
     n_eq = int(math.ceil(equilibrate / interval))
     rng = _seeds(cfg, L, T, 1)
     picks = rng.choice(len(configs), size=cfg.learned_paths, replace=len(configs) < cfg.learned_paths)
-    paths = sde.sample(system.observables(configs[picks]), n_eq + n_samples, interval, n_paths=1,
-                       seed=int(rng.integers(0, 2**31)), nonfinite="keep")[:, 0]    # [paths, steps + 1, d]
-    m = np.ascontiguousarray(paths[:, n_eq + 1:, 0])
-    ok = np.all(np.isfinite(m), axis=1) & np.all(np.abs(m) <= 1.5, axis=1)
-    if ok.sum() < 2:
-        raise RuntimeError(f"critical.learned: at L={L}, T={T:g} only {int(ok.sum())} of {len(ok)} rollout paths "
-                           "stayed finite with |m| <= 1.5; raise learned_states or learned_epochs")
-    return {"m": np.clip(m[ok], -1.0, 1.0), "L": np.int64(L), "T": np.float64(T), "interval": np.float64(interval),
-            "equilibrate": np.float64(n_eq * interval), "n_dropped": np.int64(np.sum(~ok)),
+    rollout_seed = int(rng.integers(0, 2**31))
+    columns = _observable_indices(system, cfg.learned_observables)
+    sdes, kept, labels, fit_seconds, dropped = [], [], [], 0.0, 0
+    for k in range(members):
+        fit_start = start if k == 0 else time.perf_counter()  # member 0 also pays for the training states
+        share = states if members == 1 else [chunk[k::members] for chunk in states]
+        train = pcfg.train if k == 0 else dataclasses.replace(pcfg.train, seed=pcfg.train.seed + k)
+        sde = fit_generator_sde(system, share, train, prior_degree=cfg.learned_prior_degree,
+                                prior_knots=cfg.learned_prior_knots, fit_states=cfg.learned_fit_states,
+                                observables=cfg.learned_observables)
+        fit_seconds += time.perf_counter() - fit_start
+        m = _rollout(sde, system.observables(configs[picks[k::members]])[:, columns], n_eq, n_samples, interval,
+                     rollout_seed + k)
+        ok = np.all(np.isfinite(m), axis=1) & np.all(np.abs(m) <= 1.5, axis=1)
+        if ok.sum() < (2 if members == 1 else 1):
+            raise RuntimeError(f"critical.learned: at L={L}, T={T:g} only {int(ok.sum())} of {len(ok)} rollout paths "
+                               f"{'' if members == 1 else f'of member {k} '}stayed finite with |m| <= 1.5; "
+                               "raise learned_states or learned_epochs")
+        sdes.append(sde)
+        kept.append(np.clip(m[ok], -1.0, 1.0))
+        labels.append(np.full(int(ok.sum()), k, dtype=np.int64))
+        dropped += int(np.sum(~ok))
+    return {"m": np.concatenate(kept), "member": np.concatenate(labels), "L": np.int64(L), "T": np.float64(T),
+            "interval": np.float64(interval), "equilibrate": np.float64(n_eq * interval),
+            "n_dropped": np.int64(dropped),
             "n_training_states": np.int64(len(configs) * recorded_passes(cfg.learned_passes)),
             "fit_seconds": np.float64(fit_seconds),
-            "seconds": np.float64(time.perf_counter() - start), "sde": sde}
+            "seconds": np.float64(time.perf_counter() - start), "sde": sdes}
+
+
+def _rollout(sde: Any, z0: np.ndarray, n_eq: int, n_samples: int, interval: float, seed: int) -> np.ndarray:
+    """m ``[starts, n_samples]``: one path per start in ``z0`` after ``n_eq`` discarded intervals."""
+    paths = sde.sample(z0, n_eq + n_samples, interval, n_paths=1, seed=seed, nonfinite="keep")[:, 0]
+    return np.ascontiguousarray(paths[:, n_eq + 1:, 0])                    # paths: [starts, steps + 1, d]
+
+
+def member_name(k: int) -> str:
+    """Folder of member k's learned SDE in a learned point. Its drift prior, if any, lies beside
+    it: ``drift_prior.json`` for member 0 (as before there were members), else ``{name}_prior.json``."""
+    return "sde" if k == 0 else f"sde_member{k}"
 
 
 def _save_learned(folder: Path, data: dict[str, Any]) -> None:
     arrays = {k: v for k, v in data.items() if k != "sde"}
     np.savez(folder / "samples.npz", **arrays)
-    data["sde"].save(folder / "sde")
-    if data["sde"].drift_prior is not None:  # load_sde(folder / "sde", drift_prior=load_prior(...))
-        data["sde"].drift_prior.save(folder / "drift_prior.json")
+    for k, sde in enumerate(data["sde"]):
+        sde.save(folder / member_name(k))
+        if sde.drift_prior is not None:  # load_sde(folder / "sde", drift_prior=load_prior(...))
+            sde.drift_prior.save(folder / ("drift_prior.json" if k == 0 else f"{member_name(k)}_prior.json"))
     json_dump({"units": {"m": "1 (per site)", "time": "Glauber time", "T": "J/k_B"},
                "L": int(data["L"]), "T": float(data["T"]), "paths": int(data["m"].shape[0]),
                "samples_per_path": int(data["m"].shape[1]), "dropped_paths": int(data["n_dropped"]),
+               "members": len(data["sde"]),
                "training_states": int(data["n_training_states"]), "fit_seconds": float(data["fit_seconds"]),
                "seconds": float(data["seconds"])}, folder / "meta.json")
 
 
-def fss_analysis(samples: dict[int, dict[float, np.ndarray]], *, n_boot: int = 400, seed: int = 0) -> dict[str, Any]:
-    """Moments, exponents and Binder crossings of ``samples[L][T] = m [R, S]`` (JSON-able)."""
+def member_labels(data: dict[str, Any]) -> np.ndarray | None:
+    """The ``member`` labels of a learned point's paths when it has more than one member, else None."""
+    labels = data.get("member")
+    return None if labels is None or len(np.unique(labels)) < 2 else np.asarray(labels)
+
+
+def fss_analysis(samples: dict[int, dict[float, np.ndarray]], *, n_boot: int = 400, seed: int = 0,
+                 clusters: dict[int, dict[float, np.ndarray | None]] | None = None) -> dict[str, Any]:
+    """Moments, exponents and Binder crossings of ``samples[L][T] = m [R, S]`` (JSON-able);
+    ``clusters[L][T]``: labels of the runs for a bootstrap over clusters (None: over runs)."""
     from matscale.critical import ONSAGER_TC, binder_crossing, fss_exponents, moments
 
     sizes = sorted(samples)
     temps = sorted(samples[sizes[0]])
-    results = {L: {T: moments(samples[L][T], L, T, n_boot=n_boot, seed=seed) for T in temps} for L in sizes}
+    groups = clusters or {}
+    results = {L: {T: moments(samples[L][T], L, T, n_boot=n_boot, seed=seed, clusters=groups.get(L, {}).get(T))
+                   for T in temps} for L in sizes}
     exponents = fss_exponents(results, ONSAGER_TC) if len(sizes) >= 2 else {}
     crossings = {}
     for i, a in enumerate(sizes):
@@ -517,8 +599,10 @@ def _points_and_analysis(cfg: CriticalConfig, runner: StageRunner, stage: str, s
     out_dir = runner.out / analysis
 
     def analyse(tmp: Path) -> None:
-        samples = {L: {T: load_samples(folders[(L, T)])["m"] for T in cfg.temperatures} for L in sizes}
-        json_dump(fss_analysis(samples, n_boot=cfg.n_boot, seed=cfg.seed), tmp / "fss.json")
+        data = {L: {T: load_samples(folders[(L, T)]) for T in cfg.temperatures} for L in sizes}
+        samples = {L: {T: d["m"] for T, d in row.items()} for L, row in data.items()}
+        clusters = {L: {T: member_labels(d) for T, d in row.items()} for L, row in data.items()}
+        json_dump(fss_analysis(samples, n_boot=cfg.n_boot, seed=cfg.seed, clusters=clusters), tmp / "fss.json")
 
     runner.run(analysis, out_dir, {"critical": {sizes_key: list(sizes), "temperatures": list(cfg.temperatures),
                                                 "n_boot": cfg.n_boot, "seed": cfg.seed}}, ids, analyse)
@@ -529,7 +613,7 @@ def _points_and_analysis(cfg: CriticalConfig, runner: StageRunner, stage: str, s
 def _run_learned(cfg: CriticalConfig, runner: StageRunner, section: dict[str, Any]) -> dict[str, Any]:
     """The ``learned`` points and their FSS analysis (stage ``fss_learned``)."""
     shared = {k: v for k, v in section.items() if k.startswith("learned_") and k != "learned_sizes"}
-    defaults = asdict(CriticalConfig())
+    defaults = json.loads(json.dumps(asdict(CriticalConfig())))  # as records read back (lists)
     for key in LEARNED_ADDED_LATER:
         if shared.get(key) == defaults[key]:  # records of earlier runs stay valid at the default
             del shared[key]
@@ -619,20 +703,27 @@ def plot_collapse(named: dict[str, dict[str, Any]], path: Path) -> None:
 
 def comparison_table(learned: dict[str, Any], direct: dict[str, Any]) -> list[str]:
     """Learned against direct moments at the (L, T) both have, with the difference in units of the
-    combined error (learned errors: bootstrap over rollout paths only)."""
+    combined error (learned errors: bootstrap over the fitted members when there are several,
+    else over the rollout paths only)."""
     lines = ["| L | T | ⟨\\|M\\|⟩ learned | direct | Δ/σ | χ learned | direct | Δ/σ | U learned | direct | Δ/σ |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    worst = []  # per point, the largest |Δ/σ| of the three moments
     for L in learned["sizes"]:
         if L not in direct["sizes"]:
             continue
         for T in learned["temperatures"]:
             a, b = learned["moments"][str(L)][f"{T:g}"], direct["moments"][str(L)][f"{T:g}"]
-            cells = []
+            cells, zs = [], []
             for key in ("abs_m", "chi", "binder"):
                 sigma = math.hypot(a[key]["error"], b[key]["error"])
                 z = (a[key]["value"] - b[key]["value"]) / sigma if sigma > 0 else float("nan")
                 cells += [_fmt(a[key]), _fmt(b[key]), f"{z:+.1f}"]
+                zs.append(abs(z))
             lines.append(f"| {L} | {T:g} | " + " | ".join(cells) + " |")
+            worst.append(max(zs))
+    if worst:
+        lines += ["", f"All three moments within 1σ at {sum(w <= 1 for w in worst)} of {len(worst)} points, "
+                      f"within 2σ at {sum(w <= 2 for w in worst)}."]
     return lines + [""]
 
 
@@ -658,14 +749,17 @@ def write_report(cfg: CriticalConfig, direct: dict[str, Any], out: Path, seconds
     if learned is not None:
         lines += moments_table(learned["fss"], f"learned SDEs (from {PATCH}² simulations only)")
         lines += ["### learned against direct", "",
-                  "Δ/σ: difference over the combined error; the learned error covers the rollout paths only "
-                  "(not the spread between training seeds).", ""]
+                  "Δ/σ: difference over the combined error. With several fitted members per point "
+                  f"(learned_members = {cfg.learned_members}) the learned error is a bootstrap over them and "
+                  "covers the training data's noise and the fit's; with one it covers the rollout paths only.", ""]
         lines += comparison_table(learned["fss"], fss)
-        lines += ["### learned points", "", "| L | T | training states | paths (dropped) | fit s | total s |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["### learned points", "",
+                  "| L | T | training states | fitted members | paths (dropped) | fit s | total s |",
+                  "|---|---|---|---|---|---|---|"]
         for meta in learned["points"].values():
-            lines.append(f"| {meta['L']} | {meta['T']:g} | {meta['training_states']} | {meta['paths']} "
-                         f"({meta['dropped_paths']}) | {meta['fit_seconds']:.0f} | {meta['seconds']:.0f} |")
+            lines.append(f"| {meta['L']} | {meta['T']:g} | {meta['training_states']} | {meta.get('members', 1)} | "
+                         f"{meta['paths']} ({meta['dropped_paths']}) | {meta['fit_seconds']:.0f} | "
+                         f"{meta['seconds']:.0f} |")
         lines.append("")
     lines += ["## Direct runs: equilibration and autocorrelation", "",
               "Discarded time per run: `equilibrate_taus` · τ(L) with τ(L) = tau_16 (L/16)^z, τ measured at "

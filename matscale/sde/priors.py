@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["PolynomialDrift", "PiecewiseLinearDrift", "load_prior"]
+__all__ = ["PolynomialDrift", "PiecewiseLinearDrift", "load_prior", "WEIGHTS_NOTE"]
+
+WEIGHTS_NOTE = """Per-state weights such as 1/a(x) bias a drift prior when the weight and the drift are
+correlated at fixed z: for the 2-D Ising model near T_c, states with more domain walls have both
+a larger diffusion a(x) of m and a different drift b(x), so weights 1/a fit E[b/a | m] / E[1/a | m]
+instead of E[b | m], the drift of the effective dynamics whose stationary density is P(m). At
+L = 64, T = 2.28 (32 000 states) the implied ⟨|M|⟩ moves from 0.544 (unweighted, any degree 7–13,
+and local bin means alike) to 0.508 with weights 1/a, four direct error bars."""
 
 
 def _regression_inputs(name: str, z: np.ndarray, drift: np.ndarray, weights: np.ndarray | None,
@@ -89,7 +96,9 @@ class PolynomialDrift(_DriftPrior):
     def fit(cls, z: np.ndarray, drift: np.ndarray, weights: np.ndarray | None = None, *,
             powers: tuple[int, ...], component: int = 0, variable: int | None = None) -> "PolynomialDrift":
         """Weighted least squares of ``drift[:, component]`` on ``z[:, variable]^powers``
-        (``variable`` defaults to ``component``; ``weights [B]``, e.g. 1/a, default 1)."""
+        (``variable`` defaults to ``component``; ``weights [B]``, default 1). Weights change what
+        is estimated: the fit targets E[w b | z_v] / E[w | z_v], which is the conditional mean drift
+        E[b | z_v] only when w does not vary between states at the same z_v (see :data:`WEIGHTS_NOTE`)."""
         z, target, w, variable = _regression_inputs("PolynomialDrift", z, drift, weights, component, variable,
                                                     len(powers))
         basis = z[:, variable:variable + 1] ** np.asarray(powers)[None, :]
@@ -171,7 +180,8 @@ class PiecewiseLinearDrift(_DriftPrior):
             odd: bool = False) -> "PiecewiseLinearDrift":
         """Weighted least squares of ``drift[:, component]`` on the piecewise-linear basis of
         ``z[:, variable]`` (with ``odd``: of |z_v|, the drift times sign(z_v)). Knots without data
-        nearby are tied to their neighbours by a small ridge (1e-9 of the mean weight)."""
+        nearby are tied to their neighbours by a small ridge (1e-9 of the mean weight). Weights:
+        as in :meth:`PolynomialDrift.fit`."""
         knots = np.asarray(knots, dtype=np.float64)
         z, target, w, variable = _regression_inputs("PiecewiseLinearDrift", z, drift, weights, component, variable,
                                                     0)  # the ridge ties knots without data
