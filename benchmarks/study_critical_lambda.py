@@ -27,6 +27,10 @@ direct samples of a finished ``critical`` study. Options select the method varia
 choice of training states. ``marginal`` — the stationary P(m) implied by the exact conditional
 generator moments of equilibrium states and of the training states of given variants (no fit).
 ``learned --generator`` fits on the exact generator moments of the training states.
+``sweeps`` — block-Gibbs passes on the training states of a finished study point, then the
+study's fit. ``fitnoise`` — per pass of recorded states, the implied moments against the fit of
+(m, ρ_dw) by networks alone and the fit of m alone with a least-squares drift prior: which part
+of the error is the training data's and which the fit's.
 
     python benchmarks/study_critical_lambda.py marginal --out runs/critical_marg 0::-1 100:tile_matched:0
     python benchmarks/study_critical_lambda.py oracle --generator --epochs 200 --direct runs/critical
@@ -511,6 +515,62 @@ def sweeps(args: argparse.Namespace) -> None:
           f"{implied['binder']:.4g} |")
 
 
+def fit_noise(args: argparse.Namespace) -> None:
+    """Which estimate of the stationary P(m) is limited by what: ``--passes`` block-Gibbs passes
+    on the upsampled states of a finished learned point (``--work``), then for the states after
+    each pass of the second half (``--duration`` per window; 8000 states each) three estimates
+    of ⟨|M|⟩, χ, U in units of the direct errors (Δ/σ): the stationary moments implied by their
+    exact moments (odd/even polynomials, quadrature; no network), the study's earlier fit (SDE of
+    (m, ρ_dw), networks alone) and the 1-D fit (SDE of m, least-squares odd polynomial drift prior
+    of degree 7 plus networks), each rolled out for 64 paths on the direct schedule. The spread
+    of the implied value between passes is the noise of the training data; a fit that scatters
+    more adds its own. Last, the implied value of all kept states with its bootstrap spread over
+    states (8 resamples; states one pass apart are correlated, so it is a lower bound)."""
+    from matscale.critical import moments
+    from matscale.pipeline.critical_study import (CriticalConfig, PATCH, fit_generator_sde, load_samples,
+                                                  pipeline_config, recorded_passes, training_states)
+    from matscale.pipeline.stages import load_configs
+    from matscale.systems.spin import Ising2D
+
+    L, T = args.L, args.T
+    cfg = CriticalConfig()
+    direct = moments(load_samples(Path(args.direct) / "direct" / f"L{L}_T{T:g}")["m"], L, T)
+    keys = ("abs_m", "chi", "binder")
+
+    def deviations(values: dict[str, float]) -> str:
+        return " | ".join(f"{(values[k] - direct[k].value) / direct[k].error:+.1f}" for k in keys)
+
+    system = Ising2D(L, T)
+    upsampled = load_configs(Path(args.work) / f"p{PATCH}" / "upsample")
+    equilibrate, interval, n_samples = cfg.schedule(L)
+    n_eq = int(np.ceil(equilibrate / interval))
+    base = pipeline_config(cfg, L, T).train
+    print(f"# L = {L}, T = {T:g}: Δ/σ of ⟨|M|⟩, χ, U against the direct values")
+    print("| states | implied | (m, ρ_dw), networks | m, prior + networks | fit s |\n|---|---|---|---|---|")
+    kept = []
+    first = args.passes - recorded_passes(args.passes)  # passes before the first kept one
+    for i, states in enumerate(training_states(system, upsampled, args.passes, args.duration, seed=args.pass_seed)):
+        kept.append(states)
+        seed = first + i + 1  # the pass number
+        cells, start = [deviations(implied_moments(L, T, states))], time.perf_counter()
+        for observables, degree in ((("m", "rho_dw"), 0), (("m",), 7)):
+            train = dataclasses.replace(base, seed=seed)
+            sde = fit_generator_sde(system, states, train, prior_degree=degree, observables=observables)
+            picks = np.random.default_rng(seed).choice(len(states), size=64, replace=False)
+            z0 = system.observables(states[picks])[:, :len(observables)]
+            paths = sde.sample(z0, n_eq + n_samples, interval, n_paths=1, seed=seed + 3, nonfinite="keep")[:, 0]
+            m = paths[:, n_eq + 1:, 0]
+            ok = np.all(np.isfinite(m), axis=1) & np.all(np.abs(m) <= 1.5, axis=1)
+            cells.append(deviations({k: e.value for k, e in moments(np.clip(m[ok], -1, 1), L, T).items()}))
+        print(f"| after pass {seed} | " + " | ".join(cells) + f" | {time.perf_counter() - start:.0f} |", flush=True)
+    pooled = np.concatenate(kept)
+    rng = np.random.default_rng(1)
+    boot = [implied_moments(L, T, pooled[rng.integers(0, len(pooled), len(pooled))]) for _ in range(8)]
+    spread = [np.std([(b[k] - direct[k].value) / direct[k].error for b in boot], ddof=1) for k in keys]
+    print(f"| all {len(pooled)} kept (implied) | {deviations(implied_moments(L, T, pooled))} "
+          f"(bootstrap ± {' / '.join(f'{x:.1f}' for x in spread)}) | | | |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -571,11 +631,19 @@ def main() -> None:
     sw.add_argument("--prior-degree", type=int, default=9,
                     help="degree of the least-squares polynomial drift prior of m (0: none, the networks alone)")
     sw.add_argument("--n-paths", type=int, default=64)
+    fn = sub.add_parser("fitnoise")
+    fn.add_argument("--L", type=int, default=64)
+    fn.add_argument("--T", type=float, default=2.28)
+    fn.add_argument("--work", required=True, help="OUT/learned_work/L{L}_T{T} of a finished critical study")
+    fn.add_argument("--direct", required=True, help="a finished critical study folder (direct references)")
+    fn.add_argument("--passes", type=int, default=8)
+    fn.add_argument("--duration", type=float, default=25.0)
+    fn.add_argument("--pass-seed", type=int, default=7, help="seed of the passes")
     args = parser.parse_args()
     if getattr(args, "max_step", "auto") != "auto":
         args.max_step = float(args.max_step)
     {"diagnose": diagnose, "learned": learned, "oracle": oracle, "marginal": marginal,
-     "sweeps": sweeps}[args.command](args)
+     "sweeps": sweeps, "fitnoise": fit_noise}[args.command](args)
 
 
 if __name__ == "__main__":
