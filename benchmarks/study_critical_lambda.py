@@ -30,13 +30,17 @@ generator moments of equilibrium states and of the training states of given vari
 ``sweeps`` — block-Gibbs passes on the training states of a finished study point, then the
 study's fit. ``fitnoise`` — per pass of recorded states, the implied moments against the fit of
 (m, ρ_dw) by networks alone and the fit of m alone with a least-squares drift prior: which part
-of the error is the training data's and which the fit's.
+of the error is the training data's and which the fit's. ``burnin`` — how many block-Gibbs
+passes the upsampled states need before their implied P(m) agrees with that of as many
+equilibrium states.
 
     python benchmarks/study_critical_lambda.py marginal --out runs/critical_marg 0::-1 100:tile_matched:0
     python benchmarks/study_critical_lambda.py oracle --generator --epochs 200 --direct runs/critical
     python benchmarks/study_critical_lambda.py learned --generator --epochs 200 --mode tile_matched \
         --n-random 0 --relax 100 --symmetrize m --skip-moments --direct runs/critical --out runs/critical_marg
     python benchmarks/study_critical_lambda.py diagnose --L 32 --T 2.27
+    python benchmarks/study_critical_lambda.py burnin --L 64 --T 2.29 \
+        --work runs/critical/learned_work/L64_T2.29 --direct runs/critical
     python benchmarks/study_critical_lambda.py learned --L 32 --T 2.27 --direct runs/critical --out runs/critical_learned
     python benchmarks/study_critical_lambda.py learned --mode tile --symmetrize m --skip-moments \
         --direct runs/critical --out runs/critical2
@@ -418,13 +422,19 @@ def implied_moments(L: int, T: float, states: np.ndarray, *, degree: int = 7) ->
     what any SDE fitted to such states converges to with enough data. Also the binned b̄ and ā."""
     from matscale.systems.spin import Ising2D
 
-    system = Ising2D(L, T)
-    drift, diffusion = system.generator_moments(states)
+    drift, diffusion = Ising2D(L, T).generator_moments(states)
     m = states.reshape(len(states), -1).mean(axis=1)
+    return implied_from_moments(L, T, m, drift[:, 0], diffusion[:, 0, 0], degree=degree)
+
+
+def implied_from_moments(L: int, T: float, m: np.ndarray, b: np.ndarray, a: np.ndarray, *,
+                         degree: int = 7) -> dict[str, float]:
+    """:func:`implied_moments` from the states' magnetisations ``m``, exact drifts ``b`` and
+    diffusions ``a`` of m (per Glauber time)."""
     odd = np.stack([m ** k for k in range(1, degree + 1, 2)], axis=1)
     even = np.stack([m ** k for k in range(0, degree + 1, 2)], axis=1)
-    cb = np.linalg.lstsq(odd, drift[:, 0], rcond=None)[0]
-    ca = np.linalg.lstsq(even, diffusion[:, 0, 0], rcond=None)[0]
+    cb = np.linalg.lstsq(odd, b, rcond=None)[0]
+    ca = np.linalg.lstsq(even, a, rcond=None)[0]
     grid = np.linspace(-1.0, 1.0, 4001)
     b = np.stack([grid ** k for k in range(1, degree + 1, 2)], axis=1) @ cb
     a = np.stack([grid ** k for k in range(0, degree + 1, 2)], axis=1) @ ca
@@ -571,6 +581,62 @@ def fit_noise(args: argparse.Namespace) -> None:
           f"(bootstrap ± {' / '.join(f'{x:.1f}' for x in spread)}) | | | |")
 
 
+def burnin(args: argparse.Namespace) -> None:
+    """How long block-Gibbs passes must run before the upsampled states of a finished learned
+    point (``--work``) carry the equilibrium conditional drift at the scale of the box. Reference
+    first: ``--eq-runs`` direct Glauber runs (aligned start, 5 τ(L) discarded), ``--eq-samples``
+    states each ``--eq-gap`` apart, and the ⟨|M|⟩ implied by their exact moments
+    (:func:`implied_from_moments`; Δ/σ in units of the direct error, its spread from a bootstrap
+    over runs, 20 resamples): how close the estimator itself comes with this many equilibrium
+    states. Then ``--passes`` passes (``--duration`` per window, 4 ``--duration`` per site and
+    pass) on the upsampled states: the implied Δ/σ after every pass, and of the states of the
+    last ``--pool`` passes together."""
+    from matscale.critical import moments
+    from matscale.pipeline.critical_study import CriticalConfig, PATCH, load_samples
+    from matscale.pipeline.stages import load_configs
+    from matscale.systems.spin import Ising2D
+    from matscale.upsampling import block_gibbs_sweeps
+
+    L, T = args.L, args.T
+    system = Ising2D(L, T)
+    direct = moments(load_samples(Path(args.direct) / "direct" / f"L{L}_T{T:g}")["m"], L, T)["abs_m"]
+
+    def z(value: float) -> str:
+        return f"{(value - direct.value) / direct.error:+.1f}"
+
+    def exact(states: np.ndarray) -> tuple[np.ndarray, ...]:
+        drift, diffusion = system.generator_moments(states)
+        return states.reshape(len(states), -1).mean(axis=1), drift[:, 0], diffusion[:, 0, 0]
+
+    start = time.perf_counter()
+    rng = np.random.default_rng([args.seed, L, int(T * 1e4)])
+    runs = np.ones((args.eq_runs, L, L), dtype=np.int8)
+    runs[: args.eq_runs // 2] = -1
+    system.evolve_batch(runs, duration=5 * CriticalConfig().tau(L),
+                        seeds=rng.integers(0, 2**63, args.eq_runs, dtype=np.uint64))
+    per_run = []
+    for _ in range(args.eq_samples):
+        system.evolve_batch(runs, duration=args.eq_gap, seeds=rng.integers(0, 2**63, args.eq_runs, dtype=np.uint64))
+        per_run.append(exact(runs))
+    m, b, a = (np.stack([s[i] for s in per_run], axis=1) for i in range(3))  # [runs, samples]
+    value = implied_from_moments(L, T, m.ravel(), b.ravel(), a.ravel())["abs_m"]
+    boot = [implied_from_moments(L, T, m[i].ravel(), b[i].ravel(), a[i].ravel())["abs_m"]
+            for i in (rng.integers(0, args.eq_runs, args.eq_runs) for _ in range(20))]
+    print(f"# L = {L}, T = {T:g}: direct ⟨|M|⟩ {direct.value:.4f} ± {direct.error:.4f}; Δ/σ of the implied ⟨|M|⟩")
+    print(f"| {m.size} equilibrium states ({args.eq_runs} runs) | {z(value)} "
+          f"(bootstrap ± {np.std(boot, ddof=1) / direct.error:.1f}) | {time.perf_counter() - start:.0f} s |")
+    states = load_configs(Path(args.work) / f"p{PATCH}" / "upsample").copy()
+    pooled = []
+    for k in block_gibbs_sweeps(system, states, args.passes, duration=args.duration, window=PATCH,
+                                seed=args.pass_seed):
+        pooled = (pooled + [exact(states)])[-args.pool:]
+        row = f"| after pass {k} ({4 * k * args.duration:g} per site) | {z(implied_from_moments(L, T, *pooled[-1])['abs_m'])}"
+        if k % args.pool == 0:
+            together = [np.concatenate([p[i] for p in pooled]) for i in range(3)]
+            row += f"; passes {k - args.pool + 1}-{k} together {z(implied_from_moments(L, T, *together)['abs_m'])}"
+        print(row + f" | {time.perf_counter() - start:.0f} s |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -631,19 +697,29 @@ def main() -> None:
     sw.add_argument("--prior-degree", type=int, default=9,
                     help="degree of the least-squares polynomial drift prior of m (0: none, the networks alone)")
     sw.add_argument("--n-paths", type=int, default=64)
-    fn = sub.add_parser("fitnoise")
-    fn.add_argument("--L", type=int, default=64)
+    on_work = argparse.ArgumentParser(add_help=False)  # passes on the upsampled states of a finished point
+    on_work.add_argument("--L", type=int, default=64)
+    on_work.add_argument("--work", required=True, help="OUT/learned_work/L{L}_T{T} of a finished critical study")
+    on_work.add_argument("--direct", required=True, help="a finished critical study folder (direct references)")
+    on_work.add_argument("--duration", type=float, default=25.0)
+    on_work.add_argument("--pass-seed", type=int, default=7, help="seed of the passes")
+    fn = sub.add_parser("fitnoise", parents=[on_work])
     fn.add_argument("--T", type=float, default=2.28)
-    fn.add_argument("--work", required=True, help="OUT/learned_work/L{L}_T{T} of a finished critical study")
-    fn.add_argument("--direct", required=True, help="a finished critical study folder (direct references)")
     fn.add_argument("--passes", type=int, default=8)
-    fn.add_argument("--duration", type=float, default=25.0)
-    fn.add_argument("--pass-seed", type=int, default=7, help="seed of the passes")
+    bi = sub.add_parser("burnin", parents=[on_work])
+    bi.add_argument("--T", type=float, default=2.29)
+    bi.add_argument("--passes", type=int, default=24)
+    bi.add_argument("--pool", type=int, default=4, help="passes whose states are pooled")
+    bi.add_argument("--eq-runs", type=int, default=128, help="direct runs of the equilibrium reference")
+    bi.add_argument("--eq-samples", type=int, default=250, help="states per run")
+    bi.add_argument("--eq-gap", type=float, default=20.0, help="Glauber time between a run's states")
+    bi.add_argument("--seed", type=int, default=11, help="seed of the direct runs")
     args = parser.parse_args()
     if getattr(args, "max_step", "auto") != "auto":
         args.max_step = float(args.max_step)
     {"diagnose": diagnose, "learned": learned, "oracle": oracle, "marginal": marginal,
-     "sweeps": sweeps, "fitnoise": fit_noise}[args.command](args)
+     "sweeps": sweeps, "fitnoise": fit_noise,
+     "burnin": burnin}[args.command](args)
 
 
 if __name__ == "__main__":

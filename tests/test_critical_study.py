@@ -92,6 +92,9 @@ def test_autocorrelation_time_of_ar1() -> None:
                                            ({"learned_passes": -1}, "critical.learned_passes"),
                                            ({"learned_passes": 65}, "critical.learned_passes"),
                                            ({"learned_pass_time": 0.0}, "critical.learned_pass_time"),
+                                           ({"learned_burnin_taus": -1.0}, "critical.learned_burnin_taus"),
+                                           ({"learned_burnin_taus": 2.0, "learned_passes": 0},
+                                            "critical.learned_burnin_taus"),
                                            ({"learned_prior_degree": -1}, "critical.learned_prior_degree"),
                                            ({"learned_fit_states": 5}, "critical.learned_fit_states"),
                                            ({"learned_members": 0}, "critical.learned_members"),
@@ -124,7 +127,7 @@ def test_learned_stage_runs_resumes_and_leaves_direct_records_valid(tmp_path: Pa
     cfg = dataclasses.replace(base, learned_sizes=(32, 48), learned_small_runs=8, learned_states=400,
                               learned_relax=2.0, learned_epochs=5, learned_paths=8,
                               learned_passes=3, learned_pass_time=1.0, learned_fit_states=300, learned_prior_degree=9,
-                              learned_members=2)
+                              learned_members=2, learned_burnin_taus=0.05)  # 1-2 burn-in passes
     runner = StageRunner(out=tmp_path)
     summary = run(cfg, runner, tmp_path)
     # only the learned points (2 sizes x 2 temperatures) and their analysis: the direct ones stand
@@ -175,6 +178,28 @@ def test_training_states_record_the_second_half_of_the_passes() -> None:
     assert not np.array_equal(chunks[0], chunks[1]) and not np.array_equal(chunks[0], upsampled)
     again = list(training_states(system, upsampled, 5, 0.5, seed=4))
     assert all(np.array_equal(a, b) for a, b in zip(chunks, again))
+
+
+def test_burnin_passes_run_first_and_are_not_recorded() -> None:
+    """``burnin`` passes precede the ``passes``, unrecorded: the recorded states are those after
+    the last passes of one chain of burnin + passes (the same seed gives the same chain). The
+    study's burn-in covers learned_burnin_taus · τ(L) of Glauber time per site at 4 pass times
+    per pass (windows at stride half their side cover every site 4 times in 2-D)."""
+    from matscale.systems.spin import Ising2D
+    from matscale.upsampling import block_gibbs_sweeps
+
+    system = Ising2D(32, 2.27)
+    upsampled = np.ones((4, 32, 32), np.int8)
+    chunks = list(training_states(system, upsampled, 4, 0.5, seed=3, burnin=3))
+    chain = upsampled.copy()
+    after = {k: chain.copy() for k in block_gibbs_sweeps(system, chain, 7, duration=0.5, seed=3)}
+    assert len(chunks) == recorded_passes(4) == 2
+    assert np.array_equal(chunks[0], after[6]) and np.array_equal(chunks[1], after[7])
+    cfg = dataclasses.replace(CriticalConfig(), learned_passes=8, learned_pass_time=25.0, learned_burnin_taus=2.0)
+    cfg.check()
+    assert [cfg.burnin_passes(L) for L in (32, 48, 64)] == [
+        int(np.ceil(2.0 * cfg.tau(L) / 100.0)) for L in (32, 48, 64)] == [5, 11, 21]
+    assert dataclasses.replace(cfg, learned_burnin_taus=0.0).burnin_passes(64) == 0
 
 
 def test_points_run_in_parallel_with_workers_and_give_the_same_study(tmp_path: Path) -> None:

@@ -17,9 +17,11 @@ with the direct schedule. The
 spin pipeline (its own resumable run in ``OUT/learned_work/L{L}_T{T}``) simulates 16² boxes and
 upsamples them to L × L (``learned_mode``: tiles matched in m by default; LocalRelax of
 ``learned_relax`` Glauber times per ``learned_window``² window at every level, no random
-states). ``learned_passes`` block-Gibbs passes (``learned_pass_time`` per window, exact Monte
-Carlo moves of the L × L model) follow, and the states after each pass of the second half are
-the training states (:func:`training_states`); ``learned_fit_states`` of them, drawn with a
+states). Block-Gibbs passes (``learned_pass_time`` per window, exact Monte Carlo moves of the
+L × L model) follow: first enough for ``learned_burnin_taus`` · τ(L) of Glauber time per site
+(:meth:`CriticalConfig.burnin_passes`; near T_c the order that tiling leaves at the scale of
+the box relaxes like m itself), then ``learned_passes``, and the states after each pass of
+their second half are the training states (:func:`training_states`); ``learned_fit_states`` of them, drawn with a
 flat |m| histogram, are fitted to their exact generator moments
 (:func:`matscale.partial.moment_pairs`, mirror pairs m → −m at h = 0), the drift of m starting
 from a least-squares polynomial prior of degree ``learned_prior_degree``
@@ -59,7 +61,7 @@ PATCH = 16          # side of the small simulations of the learned stage
 # learned_* fields added after the first full runs: left out of the records at their defaults
 LEARNED_ADDED_LATER = ("learned_window", "learned_mode", "learned_passes", "learned_fit_states",
                        "learned_prior_degree", "learned_prior_knots", "learned_members",
-                       "learned_observables")
+                       "learned_observables", "learned_burnin_taus")
 LEARNED_OBSERVABLES = ("m", "rho_dw")  # the Ising model's observables a learned SDE may use
 GENERATOR_DT = 0.2  # step (Glauber time) of the generator pairs; the rollout substeps at 2 GENERATOR_DT
 
@@ -89,6 +91,7 @@ class CriticalConfig:
     learned_mode: str = "tile_matched"   # upsampling mode of the training states ("tile": independent tiles)
     learned_passes: int = 0              # block-Gibbs passes over the upsampled states (0: none)
     learned_pass_time: float = 25.0      # Glauber time per window in each pass
+    learned_burnin_taus: float = 0.0     # extra passes first, for this many τ(L) of Glauber time per site
     learned_fit_states: int = 0          # states fitted, drawn with a flat |m| histogram (0: all)
     learned_prior_degree: int = 0        # least-squares polynomial drift prior of m (0: none)
     learned_prior_knots: int = 0         # > 0: a piecewise-linear prior on that many |m| intervals instead
@@ -160,8 +163,20 @@ class CriticalConfig:
              f">= {8 * self.learned_members} with learned_members={self.learned_members})")
         need(math.isfinite(self.learned_pass_time) and self.learned_pass_time > 0,
              f"learned_pass_time={self.learned_pass_time} out of range (allowed: > 0)")
+        need(math.isfinite(self.learned_burnin_taus) and 0 <= self.learned_burnin_taus <= 20,
+             f"learned_burnin_taus={self.learned_burnin_taus} out of range (allowed: 0 .. 20)")
+        need(self.learned_burnin_taus == 0 or self.learned_passes > 0,
+             f"learned_burnin_taus={self.learned_burnin_taus} needs learned_passes > 0 (the passes it precedes)")
         need(2 <= self.learned_window <= 2 * PATCH,
              f"learned_window={self.learned_window} out of range (allowed: 2 .. {2 * PATCH}, the first upsampled box)")
+
+    def burnin_passes(self, L: int) -> int:
+        """Block-Gibbs passes before the ``learned_passes`` at side L: enough for
+        ``learned_burnin_taus`` · τ(L) Glauber time per site. Windows of side w at stride w/2
+        cover every site 4 times per pass (2-D), so a pass gives each site 4 ``learned_pass_time``."""
+        if self.learned_burnin_taus == 0:
+            return 0
+        return int(math.ceil(self.learned_burnin_taus * self.tau(L) / (4.0 * self.learned_pass_time)))
 
     def tau(self, L: int) -> float:
         """Modelled τ_int of |M| at side L (Glauber time)."""
@@ -282,7 +297,7 @@ def pipeline_config(cfg: CriticalConfig, L: int, T: float) -> Any:
 
 
 def training_states(system: Any, states: np.ndarray, passes: int, pass_time: float, *, window: int = PATCH,
-                    seed: int = 0) -> Iterator[np.ndarray]:
+                    seed: int = 0, burnin: int = 0) -> Iterator[np.ndarray]:
     """The training states of a learned point, in chunks: with ``passes`` = 0 the upsampled
     ``states`` themselves; else :func:`matscale.upsampling.block_gibbs_sweeps` of ``passes``
     passes (``pass_time`` per ``window``² window) on a copy of them, and the states after every
@@ -291,15 +306,18 @@ def training_states(system: Any, states: np.ndarray, passes: int, pass_time: flo
     its mean), and the stationary P(m) ∝ exp(∫ 2 b̄/ā) amplifies that; states a pass apart have
     decorrelated short-range structure, so the recorded passes multiply the data at the cost of
     the passes. At L = 64 the passes also remove the excess order that one long relaxation with
-    a frozen, ordered exterior leaves (``benchmarks/study_critical_lambda.py sweeps``)."""
+    a frozen, ordered exterior leaves (``benchmarks/study_critical_lambda.py sweeps``).
+    ``burnin`` more passes run first, none recorded: near T_c the order at the scale of the box
+    that tiling leaves relaxes like m itself, over ~2 τ(L) (``study_critical_lambda.py burnin``)."""
     from matscale.upsampling import block_gibbs_sweeps
 
     if passes == 0:
         yield states
         return
     current = np.ascontiguousarray(states, dtype=system.state_dtype).copy()
-    for k in block_gibbs_sweeps(system, current, passes, duration=pass_time, window=window, seed=seed):
-        if k > passes - recorded_passes(passes):
+    total = passes + int(burnin)
+    for k in block_gibbs_sweeps(system, current, total, duration=pass_time, window=window, seed=seed):
+        if k > total - recorded_passes(passes):
             yield current.copy()
 
 
@@ -405,7 +423,7 @@ def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, 
     configs = load_configs(work / f"p{PATCH}" / "upsample")
     system = build_system(pcfg.system)  # the pipeline's own large system
     states = training_states(system, configs, cfg.learned_passes, cfg.learned_pass_time, window=cfg.learned_window,
-                             seed=pcfg.upsampling.seed + 7)
+                             seed=pcfg.upsampling.seed + 7, burnin=cfg.burnin_passes(L))
     members = cfg.learned_members
     if members > 1:
         states = list(states)  # every member takes its share of each chunk
