@@ -32,7 +32,8 @@ study's fit. ``fitnoise`` — per pass of recorded states, the implied moments a
 (m, ρ_dw) by networks alone and the fit of m alone with a least-squares drift prior: which part
 of the error is the training data's and which the fit's. ``burnin`` — how many block-Gibbs
 passes the upsampled states need before their implied P(m) agrees with that of as many
-equilibrium states.
+equilibrium states. ``equilibrium`` — the learned stage's whole estimator (members, fits,
+rollouts) fed with equilibrium states instead of upsampled ones: its own error at one point.
 
     python benchmarks/study_critical_lambda.py marginal --out runs/critical_marg 0::-1 100:tile_matched:0
     python benchmarks/study_critical_lambda.py oracle --generator --epochs 200 --direct runs/critical
@@ -637,6 +638,59 @@ def burnin(args: argparse.Namespace) -> None:
         print(row + f" | {time.perf_counter() - start:.0f} s |", flush=True)
 
 
+def equilibrium(args: argparse.Namespace) -> None:
+    """The study's estimator on equilibrium states: ``--eq-runs`` direct Glauber runs (aligned
+    start of alternating sign, 5 τ(L) discarded), ``--eq-samples`` states each ``--eq-gap``
+    apart, then exactly what the learned stage does with its training states
+    (:func:`matscale.pipeline.critical_study.fit_members` with the settings of
+    ``inputs/ising_critical.toml``: member k fits the runs k, k + E, …, rolls out its share of 64
+    paths on the direct schedule). Δ/σ against the direct moments (σ combined, the learned error
+    from the bootstrap over members), the members' ⟨|M|⟩, and the ⟨|M|⟩ implied by the states'
+    exact moments (no fit). A learned value off the direct one here is the estimator's error
+    (fit and one-variable projection); a learned point of the study that is off by more than
+    this carries it in its training states."""
+    from matscale.config import load_config
+    from matscale.critical import moments
+    from matscale.pipeline.critical_study import (CriticalConfig, fit_members, load_samples,
+                                                  pipeline_config)
+    from matscale.systems.spin import Ising2D
+
+    L, T = args.L, args.T
+    cfg = load_config(ROOT / "inputs" / "ising_critical.toml").study
+    system = Ising2D(L, T)
+    direct = moments(load_samples(Path(args.direct) / "direct" / f"L{L}_T{T:g}")["m"], L, T)
+    start = time.perf_counter()
+    rng = np.random.default_rng([args.seed, L, int(T * 1e4)])
+    runs = np.ones((args.eq_runs, L, L), dtype=np.int8)
+    runs[1::2] = -1
+    system.evolve_batch(runs, duration=5 * CriticalConfig().tau(L),
+                        seeds=rng.integers(0, 2**63, args.eq_runs, dtype=np.uint64))
+    chunks = []  # one chunk per sample time, runs in order: member k fits the runs k, k + E, ...
+    for _ in range(args.eq_samples):
+        system.evolve_batch(runs, duration=args.eq_gap, seeds=rng.integers(0, 2**63, args.eq_runs, dtype=np.uint64))
+        chunks.append(runs.copy())
+    simulated = time.perf_counter() - start
+    starts = system.observables(chunks[-1][rng.choice(args.eq_runs, size=cfg.learned_paths, replace=False)])
+    train = dataclasses.replace(pipeline_config(cfg, L, T).train, seed=args.seed)
+    fitted = fit_members(cfg, system, chunks, train, starts, args.seed + 3, L, T)
+    learned = moments(fitted["m"], L, T, clusters=fitted["member"])
+    per_member = [moments(fitted["m"][fitted["member"] == k], L, T)["abs_m"].value
+                  for k in range(cfg.learned_members)]
+    implied = implied_moments(L, T, np.concatenate(chunks))
+    print(f"# L = {L}, T = {T:g}: {args.eq_runs} runs x {args.eq_samples} states ({simulated:.0f} s), "
+          f"{cfg.learned_members} members ({fitted['fit_seconds']:.0f} s fitting), "
+          f"{len(fitted['m'])} paths ({fitted['n_dropped']} dropped)")
+    print("| | ⟨|M|⟩ | χ | U |\n|---|---|---|---|")
+    for name, r in (("direct", direct), ("learned from equilibrium states", learned)):
+        print(f"| {name} | " + " | ".join(str(r[k]) for k in ("abs_m", "chi", "binder")) + " |")
+    print("| Δ/σ (combined) | " + " | ".join(
+        f"{(learned[k].value - direct[k].value) / np.hypot(learned[k].error, direct[k].error):+.1f}"
+        for k in ("abs_m", "chi", "binder")) + " |")
+    print(f"| implied by the exact moments (no fit) | {implied['abs_m']:.4g} | {implied['chi']:.4g} | "
+          f"{implied['binder']:.4g} |")
+    print("members' ⟨|M|⟩: " + ", ".join(f"{v:.3f}" for v in per_member))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -714,12 +768,20 @@ def main() -> None:
     bi.add_argument("--eq-samples", type=int, default=250, help="states per run")
     bi.add_argument("--eq-gap", type=float, default=20.0, help="Glauber time between a run's states")
     bi.add_argument("--seed", type=int, default=11, help="seed of the direct runs")
+    eq = sub.add_parser("equilibrium")
+    eq.add_argument("--L", type=int, default=64)
+    eq.add_argument("--T", type=float, default=2.29)
+    eq.add_argument("--direct", required=True, help="a finished critical study folder (direct references)")
+    eq.add_argument("--eq-runs", type=int, default=512, help="direct runs (a multiple of the members)")
+    eq.add_argument("--eq-samples", type=int, default=64, help="states per run")
+    eq.add_argument("--eq-gap", type=float, default=20.0, help="Glauber time between a run's states")
+    eq.add_argument("--seed", type=int, default=11, help="seed of the runs, the fits and the rollouts")
     args = parser.parse_args()
     if getattr(args, "max_step", "auto") != "auto":
         args.max_step = float(args.max_step)
     {"diagnose": diagnose, "learned": learned, "oracle": oracle, "marginal": marginal,
      "sweeps": sweeps, "fitnoise": fit_noise,
-     "burnin": burnin}[args.command](args)
+     "burnin": burnin, "equilibrium": equilibrium}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -264,3 +264,26 @@ def test_generator_fit_in_a_subset_of_the_observables() -> None:
     assert abs(drift[0] + drift[1]) < 0.2 * abs(drift[0])  # odd up to the fit (mirror pairs)
     with pytest.raises(ValueError, match="allowed: m, rho_dw"):
         fit_generator_sde(system, states, train, observables=("m", "energy"))
+
+
+def test_fit_members_splits_an_array_of_states_between_members() -> None:
+    """``fit_members`` with one array of states (as the equilibrium-state experiment passes them):
+    member k fits the states k, k + E, … and rolls out its share of the starts, every path is
+    labelled with its member, and the samples follow the direct schedule at side L."""
+    from matscale.config import TrainConfig
+    from matscale.pipeline.critical_study import fit_members
+    from matscale.systems.spin import Ising2D
+
+    L, T = 16, 2.27
+    cfg = dataclasses.replace(TINY, learned_members=3, learned_observables=("m",), learned_prior_degree=3,
+                              learned_paths=7)
+    system = Ising2D(L, T)
+    states = np.ones((60, L, L), dtype=np.int8)
+    states[1::2] = -1
+    system.evolve_batch(states, duration=20.0, seeds=np.arange(60, dtype=np.uint64))
+    starts = system.observables(states[:7])
+    train = TrainConfig(epochs=3, hidden=[8], batch_size=64, symmetrize="m", seed=5)
+    fitted = fit_members(cfg, system, states, train, starts, 9, L, T)
+    assert fitted["member"].tolist() == [0, 0, 0, 1, 1, 2, 2]   # starts 0, 3, 6 | 1, 4 | 2, 5
+    assert fitted["m"].shape == (7, cfg.schedule(L)[2]) and fitted["n_dropped"] == 0
+    assert [s.config["seed"] for s in fitted["sde"]] == [5, 6, 7] and all(s.dim == 1 for s in fitted["sde"])

@@ -424,26 +424,44 @@ def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, 
     system = build_system(pcfg.system)  # the pipeline's own large system
     states = training_states(system, configs, cfg.learned_passes, cfg.learned_pass_time, window=cfg.learned_window,
                              seed=pcfg.upsampling.seed + 7, burnin=cfg.burnin_passes(L))
-    members = cfg.learned_members
-    if members > 1:
-        states = list(states)  # every member takes its share of each chunk
-    equilibrate, interval, n_samples = cfg.schedule(L)
-    n_eq = int(math.ceil(equilibrate / interval))
     rng = _seeds(cfg, L, T, 1)
     picks = rng.choice(len(configs), size=cfg.learned_paths, replace=len(configs) < cfg.learned_paths)
-    rollout_seed = int(rng.integers(0, 2**31))
+    starts = system.observables(configs[picks])
+    fitted = fit_members(cfg, system, states, pcfg.train, starts, int(rng.integers(0, 2**31)), L, T)
+    return {"m": fitted["m"], "member": fitted["member"], "L": np.int64(L), "T": np.float64(T),
+            "interval": np.float64(fitted["interval"]), "equilibrate": np.float64(fitted["equilibrate"]),
+            "n_dropped": np.int64(fitted["n_dropped"]),
+            "n_training_states": np.int64(len(configs) * recorded_passes(cfg.learned_passes)),
+            "fit_seconds": np.float64(fitted["fit_seconds"] + fitted["started"] - start),  # + the training states
+            "seconds": np.float64(time.perf_counter() - start), "sde": fitted["sde"]}
+
+
+def fit_members(cfg: CriticalConfig, system: Any, states: np.ndarray | Iterable[np.ndarray], train: Any,
+                starts: np.ndarray, rollout_seed: int, L: int, T: float) -> dict[str, Any]:
+    """The ``learned_members`` E SDEs of ``cfg.learned_observables`` fitted to the exact generator
+    moments of ``states`` (an array or chunks of them; member k takes the states k, k + E, … of
+    every chunk; :func:`fit_generator_sde` with ``train``, its seed + k), each rolled out from its
+    share of ``starts`` (observables of the start states, [paths, d]) on the direct schedule at
+    side L: stationary ``m [paths, S]`` and ``member [paths]``. Paths that leave |m| <= 1.5 or
+    turn non-finite are dropped and counted; a member left with none is an error. Shared by the
+    study and the experiments that feed it other states (equilibrium states as a reference)."""
+    members = cfg.learned_members
+    if members > 1:
+        states = list(states) if not isinstance(states, np.ndarray) else [states]  # every member takes its share
+    started = time.perf_counter()
+    equilibrate, interval, n_samples = cfg.schedule(L)
+    n_eq = int(math.ceil(equilibrate / interval))
     columns = _observable_indices(system, cfg.learned_observables)
     sdes, kept, labels, fit_seconds, dropped = [], [], [], 0.0, 0
     for k in range(members):
-        fit_start = start if k == 0 else time.perf_counter()  # member 0 also pays for the training states
+        fit_start = time.perf_counter()
         share = states if members == 1 else [chunk[k::members] for chunk in states]
-        train = pcfg.train if k == 0 else dataclasses.replace(pcfg.train, seed=pcfg.train.seed + k)
-        sde = fit_generator_sde(system, share, train, prior_degree=cfg.learned_prior_degree,
+        member_train = train if k == 0 else dataclasses.replace(train, seed=train.seed + k)
+        sde = fit_generator_sde(system, share, member_train, prior_degree=cfg.learned_prior_degree,
                                 prior_knots=cfg.learned_prior_knots, fit_states=cfg.learned_fit_states,
                                 observables=cfg.learned_observables)
         fit_seconds += time.perf_counter() - fit_start
-        m = _rollout(sde, system.observables(configs[picks[k::members]])[:, columns], n_eq, n_samples, interval,
-                     rollout_seed + k)
+        m = _rollout(sde, starts[k::members][:, columns], n_eq, n_samples, interval, rollout_seed + k)
         ok = np.all(np.isfinite(m), axis=1) & np.all(np.abs(m) <= 1.5, axis=1)
         if ok.sum() < (2 if members == 1 else 1):
             raise RuntimeError(f"critical.learned: at L={L}, T={T:g} only {int(ok.sum())} of {len(ok)} rollout paths "
@@ -453,12 +471,8 @@ def learn_point(cfg: CriticalConfig, L: int, T: float, work: Path) -> dict[str, 
         kept.append(np.clip(m[ok], -1.0, 1.0))
         labels.append(np.full(int(ok.sum()), k, dtype=np.int64))
         dropped += int(np.sum(~ok))
-    return {"m": np.concatenate(kept), "member": np.concatenate(labels), "L": np.int64(L), "T": np.float64(T),
-            "interval": np.float64(interval), "equilibrate": np.float64(n_eq * interval),
-            "n_dropped": np.int64(dropped),
-            "n_training_states": np.int64(len(configs) * recorded_passes(cfg.learned_passes)),
-            "fit_seconds": np.float64(fit_seconds),
-            "seconds": np.float64(time.perf_counter() - start), "sde": sdes}
+    return {"m": np.concatenate(kept), "member": np.concatenate(labels), "sde": sdes, "interval": interval,
+            "equilibrate": n_eq * interval, "n_dropped": dropped, "fit_seconds": fit_seconds, "started": started}
 
 
 def _rollout(sde: Any, z0: np.ndarray, n_eq: int, n_samples: int, interval: float, seed: int) -> np.ndarray:
