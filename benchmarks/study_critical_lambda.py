@@ -645,8 +645,9 @@ def equilibrium(args: argparse.Namespace) -> None:
     (:func:`matscale.pipeline.critical_study.fit_members` with the settings of
     ``inputs/ising_critical.toml``: member k fits the runs k, k + E, …, rolls out its share of 64
     paths on the direct schedule). Δ/σ against the direct moments (σ combined, the learned error
-    from the bootstrap over members), the members' ⟨|M|⟩, and the ⟨|M|⟩ implied by the states'
-    exact moments (no fit). A learned value off the direct one here is the estimator's error
+    from the bootstrap over members), the members' ⟨|M|⟩, the moments of the equilibrium states
+    themselves (a second direct estimate; bootstrap over runs, whose samples are correlated) and
+    those implied by the states' exact moments (no fit). A learned value off the direct one here is the estimator's error
     (fit and one-variable projection); a learned point of the study that is off by more than
     this carries it in its training states."""
     from matscale.config import load_config
@@ -677,11 +678,13 @@ def equilibrium(args: argparse.Namespace) -> None:
     per_member = [moments(fitted["m"][fitted["member"] == k], L, T)["abs_m"].value
                   for k in range(cfg.learned_members)]
     implied = implied_moments(L, T, np.concatenate(chunks))
+    own = moments(np.stack([c.reshape(len(c), -1).mean(axis=1) for c in chunks], axis=1), L, T)  # [runs, samples]
     print(f"# L = {L}, T = {T:g}: {args.eq_runs} runs x {args.eq_samples} states ({simulated:.0f} s), "
           f"{cfg.learned_members} members ({fitted['fit_seconds']:.0f} s fitting), "
           f"{len(fitted['m'])} paths ({fitted['n_dropped']} dropped)")
     print("| | ⟨|M|⟩ | χ | U |\n|---|---|---|---|")
-    for name, r in (("direct", direct), ("learned from equilibrium states", learned)):
+    for name, r in (("direct", direct), ("the equilibrium states themselves", own),
+                    ("learned from equilibrium states", learned)):
         print(f"| {name} | " + " | ".join(str(r[k]) for k in ("abs_m", "chi", "binder")) + " |")
     print("| Δ/σ (combined) | " + " | ".join(
         f"{(learned[k].value - direct[k].value) / np.hypot(learned[k].error, direct[k].error):+.1f}"
