@@ -53,6 +53,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -582,6 +583,20 @@ def fit_noise(args: argparse.Namespace) -> None:
           f"(bootstrap ± {' / '.join(f'{x:.1f}' for x in spread)}) | | | |")
 
 
+def equilibrium_states(system: Any, runs: np.ndarray, n_samples: int, gap: float,
+                       rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Direct Glauber runs ``runs [R, L, L]`` (evolved in place): 5 τ(L) discarded, then the
+    runs after each of ``n_samples`` further stretches of ``gap`` Glauber time (the same array)."""
+    from matscale.pipeline.critical_study import CriticalConfig
+
+    n = len(runs)
+    system.evolve_batch(runs, duration=5 * CriticalConfig().tau(system.L),
+                        seeds=rng.integers(0, 2**63, n, dtype=np.uint64))
+    for _ in range(n_samples):
+        system.evolve_batch(runs, duration=gap, seeds=rng.integers(0, 2**63, n, dtype=np.uint64))
+        yield runs
+
+
 def burnin(args: argparse.Namespace) -> None:
     """How long block-Gibbs passes must run before the upsampled states of a finished learned
     point (``--work``) carry the equilibrium conditional drift at the scale of the box. Reference
@@ -593,7 +608,7 @@ def burnin(args: argparse.Namespace) -> None:
     pass) on the upsampled states: the implied Δ/σ after every pass, and of the states of the
     last ``--pool`` passes together."""
     from matscale.critical import moments
-    from matscale.pipeline.critical_study import CriticalConfig, PATCH, load_samples
+    from matscale.pipeline.critical_study import PATCH, load_samples
     from matscale.pipeline.stages import load_configs
     from matscale.systems.spin import Ising2D
     from matscale.upsampling import block_gibbs_sweeps
@@ -613,12 +628,7 @@ def burnin(args: argparse.Namespace) -> None:
     rng = np.random.default_rng([args.seed, L, int(T * 1e4)])
     runs = np.ones((args.eq_runs, L, L), dtype=np.int8)
     runs[: args.eq_runs // 2] = -1
-    system.evolve_batch(runs, duration=5 * CriticalConfig().tau(L),
-                        seeds=rng.integers(0, 2**63, args.eq_runs, dtype=np.uint64))
-    per_run = []
-    for _ in range(args.eq_samples):
-        system.evolve_batch(runs, duration=args.eq_gap, seeds=rng.integers(0, 2**63, args.eq_runs, dtype=np.uint64))
-        per_run.append(exact(runs))
+    per_run = [exact(states) for states in equilibrium_states(system, runs, args.eq_samples, args.eq_gap, rng)]
     m, b, a = (np.stack([s[i] for s in per_run], axis=1) for i in range(3))  # [runs, samples]
     value = implied_from_moments(L, T, m.ravel(), b.ravel(), a.ravel())["abs_m"]
     boot = [implied_from_moments(L, T, m[i].ravel(), b[i].ravel(), a[i].ravel())["abs_m"]
@@ -652,8 +662,7 @@ def equilibrium(args: argparse.Namespace) -> None:
     this carries it in its training states."""
     from matscale.config import load_config
     from matscale.critical import moments
-    from matscale.pipeline.critical_study import (CriticalConfig, fit_members, load_samples,
-                                                  pipeline_config)
+    from matscale.pipeline.critical_study import fit_members, load_samples, pipeline_config
     from matscale.systems.spin import Ising2D
 
     L, T = args.L, args.T
@@ -664,12 +673,8 @@ def equilibrium(args: argparse.Namespace) -> None:
     rng = np.random.default_rng([args.seed, L, int(T * 1e4)])
     runs = np.ones((args.eq_runs, L, L), dtype=np.int8)
     runs[1::2] = -1
-    system.evolve_batch(runs, duration=5 * CriticalConfig().tau(L),
-                        seeds=rng.integers(0, 2**63, args.eq_runs, dtype=np.uint64))
-    chunks = []  # one chunk per sample time, runs in order: member k fits the runs k, k + E, ...
-    for _ in range(args.eq_samples):
-        system.evolve_batch(runs, duration=args.eq_gap, seeds=rng.integers(0, 2**63, args.eq_runs, dtype=np.uint64))
-        chunks.append(runs.copy())
+    # one chunk per sample time, runs in order: member k fits the runs k, k + E, ...
+    chunks = [states.copy() for states in equilibrium_states(system, runs, args.eq_samples, args.eq_gap, rng)]
     simulated = time.perf_counter() - start
     starts = system.observables(chunks[-1][rng.choice(args.eq_runs, size=cfg.learned_paths, replace=False)])
     train = dataclasses.replace(pipeline_config(cfg, L, T).train, seed=args.seed)
