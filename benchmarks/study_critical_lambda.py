@@ -653,8 +653,8 @@ def equilibrium(args: argparse.Namespace) -> None:
     start of alternating sign, 5 τ(L) discarded), ``--eq-samples`` states each ``--eq-gap``
     apart, then exactly what the learned stage does with its training states
     (:func:`matscale.pipeline.critical_study.fit_members` with the settings of
-    ``inputs/ising_critical.toml``: member k fits the runs k, k + E, …, rolls out its share of 64
-    paths on the direct schedule). Δ/σ against the direct moments (σ combined, the learned error
+    ``inputs/ising_critical.toml``, E = ``--members`` if given: member k fits the runs k, k + E, …,
+    rolls out its share of 64 paths on the direct schedule). Δ/σ against the direct moments (σ combined, the learned error
     from the bootstrap over members), the members' ⟨|M|⟩, the moments of the equilibrium states
     themselves (a second direct estimate; bootstrap over runs, whose samples are correlated) and
     those implied by the states' exact moments (no fit). A learned value off the direct one here is the estimator's error
@@ -667,6 +667,14 @@ def equilibrium(args: argparse.Namespace) -> None:
 
     L, T = args.L, args.T
     cfg = load_config(ROOT / "inputs" / "ising_critical.toml").study
+    if args.members is not None:
+        cfg = dataclasses.replace(cfg, learned_members=args.members)
+        try:
+            cfg.check()
+        except ValueError as error:
+            raise SystemExit(f"--members: {error}") from None
+    if args.eq_runs % cfg.learned_members:
+        raise SystemExit(f"--eq-runs={args.eq_runs} is not a multiple of the {cfg.learned_members} members")
     system = Ising2D(L, T)
     direct = moments(load_samples(Path(args.direct) / "direct" / f"L{L}_T{T:g}")["m"], L, T)
     start = time.perf_counter()
@@ -784,6 +792,8 @@ def main() -> None:
     eq.add_argument("--eq-samples", type=int, default=64, help="states per run")
     eq.add_argument("--eq-gap", type=float, default=20.0, help="Glauber time between a run's states")
     eq.add_argument("--seed", type=int, default=11, help="seed of the runs, the fits and the rollouts")
+    eq.add_argument("--members", type=int, default=None,
+                    help="fits per point (default: learned_members of inputs/ising_critical.toml)")
     args = parser.parse_args()
     if getattr(args, "max_step", "auto") != "auto":
         args.max_step = float(args.max_step)
