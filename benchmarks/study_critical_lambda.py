@@ -653,13 +653,14 @@ def equilibrium(args: argparse.Namespace) -> None:
     start of alternating sign, 5 τ(L) discarded), ``--eq-samples`` states each ``--eq-gap``
     apart, then exactly what the learned stage does with its training states
     (:func:`matscale.pipeline.critical_study.fit_members` with the settings of
-    ``inputs/ising_critical.toml``, E = ``--members`` if given: member k fits the runs k, k + E, …,
-    rolls out its share of 64 paths on the direct schedule). Δ/σ against the direct moments (σ combined, the learned error
-    from the bootstrap over members), the members' ⟨|M|⟩, the moments of the equilibrium states
-    themselves (a second direct estimate; bootstrap over runs, whose samples are correlated) and
-    those implied by the states' exact moments (no fit). A learned value off the direct one here is the estimator's error
-    (fit and one-variable projection); a learned point of the study that is off by more than
-    this carries it in its training states."""
+    ``inputs/ising_critical.toml``, E = ``--members`` if given: member k fits the runs k, k + E,
+    …, rolls out its share of 64 paths on the direct schedule). Δ/σ against the direct moments
+    (σ combined, the learned error from the bootstrap over members), the members' ⟨|M|⟩, the
+    moments of the equilibrium states themselves (a second direct estimate; bootstrap over runs,
+    whose samples are correlated) and those implied by the states' exact moments (no fit). A
+    learned value off the direct one here is the estimator's error (fit and one-variable
+    projection); a learned point of the study that is off by more than this carries it in its
+    training states."""
     from matscale.config import load_config
     from matscale.critical import moments
     from matscale.pipeline.critical_study import fit_members, load_samples, pipeline_config
@@ -691,7 +692,8 @@ def equilibrium(args: argparse.Namespace) -> None:
     per_member = [moments(fitted["m"][fitted["member"] == k], L, T)["abs_m"].value
                   for k in range(cfg.learned_members)]
     implied = implied_moments(L, T, np.concatenate(chunks))
-    own = moments(np.stack([c.reshape(len(c), -1).mean(axis=1) for c in chunks], axis=1), L, T)  # [runs, samples]
+    m_column = system.observable_names.index("m")
+    own = moments(np.stack([system.observables(c)[:, m_column] for c in chunks], axis=1), L, T)  # [runs, samples]
     print(f"# L = {L}, T = {T:g}: {args.eq_runs} runs x {args.eq_samples} states ({simulated:.0f} s), "
           f"{cfg.learned_members} members ({fitted['fit_seconds']:.0f} s fitting), "
           f"{len(fitted['m'])} paths ({fitted['n_dropped']} dropped)")
